@@ -1,0 +1,216 @@
+"""The model zoo: our own small checkpoints, committed with the package, each reproducible by one command.
+
+    python -m gatlib.zoo list                       # names, sha256, the command that made each
+    python -m gatlib.zoo train mnist-classifier     # retrain a group (all seeds) or one entry
+    python -m gatlib.zoo verify                     # check every file against its recorded sha256
+
+``load(name)`` returns the model in eval mode after checking the file's sha256 against the manifest
+(``checkpoints/manifest.json``) and reading it with ``torch.load(weights_only=True)``: a corrupted or
+swapped file is refused with an error that names it. Later issues add generators here.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
+MANIFEST = CHECKPOINT_DIR / "manifest.json"
+WORK_DIR = Path(__file__).resolve().parent / "zoo_work"  # resumable training state, not committed
+
+
+class ZooIntegrityError(ValueError):
+    """A zoo file is missing, or its bytes are not the ones recorded in the manifest."""
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    name: str
+    group: str
+    kind: str                 # "classifier" (generators come later)
+    arch: str
+    seed: int
+    description: str
+    recipe: dict = field(default_factory=dict)
+
+    @property
+    def filename(self) -> str:
+        return f"{self.name}.pt"
+
+    @property
+    def path(self) -> Path:
+        return CHECKPOINT_DIR / self.filename
+
+    @property
+    def command(self) -> str:
+        return f"python -m gatlib.zoo train {self.name}"
+
+
+_CLASSIFIER_RECIPE = {"epochs": 3, "batch_size": 128, "lr": 2e-3, "weight_decay": 1e-4}
+
+ENTRIES: dict[str, ZooEntry] = {}
+
+
+def register(entry: ZooEntry) -> ZooEntry:
+    ENTRIES[entry.name] = entry
+    return entry
+
+
+for _seed in range(3):
+    register(ZooEntry(f"mnist-classifier-s{_seed}", "mnist-classifier", "classifier", "small_cnn", _seed,
+                      "The attacked classifier F (SmallCNN with BatchNorm) trained on MNIST train, "
+                      f"seed {_seed}: the paper's 'Original' model.", _CLASSIFIER_RECIPE))
+register(ZooEntry("oracle-mlp", "oracle", "classifier", "mlp", 10,
+                  "Label oracle, never attacked: a 3-layer MLP.", {**_CLASSIFIER_RECIPE, "epochs": 5}))
+register(ZooEntry("oracle-widecnn", "oracle", "classifier", "wide_cnn", 11,
+                  "Label oracle, never attacked: a wider CNN without BatchNorm.", _CLASSIFIER_RECIPE))
+register(ZooEntry("oracle-shufflenet", "oracle", "classifier", "shufflenet", 12,
+                  "Label oracle, never attacked: torchvision ShuffleNetV2 x0.5 (weights=None) on 64x64 upsampled digits.",
+                  _CLASSIFIER_RECIPE))
+
+
+# ------------------------------------------------------------------------------- manifest
+def read_manifest() -> dict:
+    if not MANIFEST.exists():
+        return {}
+    return json.loads(MANIFEST.read_text())
+
+
+def _write_manifest(manifest: dict) -> None:
+    tmp = MANIFEST.with_name(MANIFEST.name + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, MANIFEST)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def entry(name: str) -> ZooEntry:
+    if name not in ENTRIES:
+        raise KeyError(f"no zoo entry {name!r}; known: {', '.join(ENTRIES)}")
+    return ENTRIES[name]
+
+
+def names(group: str | None = None) -> list[str]:
+    return [n for n, e in ENTRIES.items() if group is None or e.group == group]
+
+
+def verified_path(name: str, path: Path | None = None) -> Path:
+    """The checkpoint file of ``name`` after checking its sha256 against the manifest."""
+    zoo_entry = entry(name)
+    path = Path(path) if path else zoo_entry.path
+    recorded = read_manifest().get(name)
+    if recorded is None:
+        raise ZooIntegrityError(f"zoo entry {name!r} has no recorded checkpoint; make it with `{zoo_entry.command}`")
+    if not path.is_file():
+        raise ZooIntegrityError(f"zoo checkpoint {path} is missing; make it with `{zoo_entry.command}`")
+    actual = sha256_of(path)
+    if actual != recorded["sha256"]:
+        raise ZooIntegrityError(f"zoo checkpoint {path} has sha256 {actual[:16]}…, the manifest records "
+                                f"{recorded['sha256'][:16]}…: the file is corrupt or not ours; "
+                                f"restore it from git or rebuild it with `{zoo_entry.command}`")
+    return path
+
+
+def load(name: str, device: str | torch.device = "cpu", path: Path | None = None):
+    """The zoo model ``name`` in eval mode, its bytes verified and loaded with ``weights_only=True``."""
+    from . import classifiers
+
+    zoo_entry = entry(name)
+    checkpoint = torch.load(verified_path(name, path), map_location=device, weights_only=True)
+    model = classifiers.build(zoo_entry.arch)
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.to(device).eval()
+
+
+def info(name: str) -> dict:
+    """What the manifest records of ``name`` (sha256, size, the metrics measured when it was trained)."""
+    return {"name": name, "command": entry(name).command, **read_manifest().get(name, {})}
+
+
+# ------------------------------------------------------------------------------- training
+def train(name: str, progress: bool = True) -> dict:
+    """(Re)train one zoo entry from scratch with its recipe, save it, record its sha256 and metrics."""
+    from . import classifiers, data
+    from .chapter import git_commit, seed_everything
+    from .training import train_classifier
+
+    zoo_entry = entry(name)
+    recipe = zoo_entry.recipe
+    seed_everything(zoo_entry.seed)
+    model = classifiers.build(zoo_entry.arch)
+    WORK_DIR.mkdir(exist_ok=True)
+    started = time.time()
+    history = train_classifier(model, data.mnist("train"), epochs=recipe["epochs"], batch_size=recipe["batch_size"],
+                               lr=recipe["lr"], weight_decay=recipe["weight_decay"], seed=zoo_entry.seed,
+                               checkpoint=WORK_DIR / f"{name}.state.pt", progress=progress)
+    metrics = {
+        "mnist_valid_accuracy": classifiers.accuracy(model, data.mnist("valid")),
+        "mnist_test_accuracy": classifiers.accuracy(model, data.mnist("test")),
+        "optdigits_accuracy": classifiers.accuracy(model, data.optdigits()),
+        "final_train_loss": history["loss"][-1],
+    }
+    CHECKPOINT_DIR.mkdir(exist_ok=True)
+    tmp = zoo_entry.path.with_name(zoo_entry.filename + ".tmp")
+    torch.save({"state_dict": model.state_dict(), "arch": zoo_entry.arch, "name": name}, tmp)
+    os.replace(tmp, zoo_entry.path)
+    manifest = read_manifest()
+    manifest[name] = {"sha256": sha256_of(zoo_entry.path), "bytes": zoo_entry.path.stat().st_size,
+                      "arch": zoo_entry.arch, "seed": zoo_entry.seed, "recipe": recipe, "metrics": metrics,
+                      "train_seconds": round(time.time() - started, 1), "git_commit": git_commit(),
+                      "torch": torch.__version__, "command": zoo_entry.command}
+    _write_manifest(manifest)
+    (WORK_DIR / f"{name}.state.pt").unlink(missing_ok=True)
+    return manifest[name]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gatlib.zoo", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list zoo entries")
+    sub.add_parser("verify", help="check every committed checkpoint against its sha256")
+    train_parser = sub.add_parser("train", help="retrain an entry, a group or 'all'")
+    train_parser.add_argument("target")
+    args = parser.parse_args(argv)
+
+    if args.command == "list":
+        manifest = read_manifest()
+        for name, zoo_entry in ENTRIES.items():
+            sha = manifest.get(name, {}).get("sha256", "not trained")[:16]
+            print(f"{name:22s} {sha:16s}  {zoo_entry.command}\n{'':22s} {zoo_entry.description}")
+        return 0
+    if args.command == "verify":
+        failed = 0
+        for name in ENTRIES:
+            try:
+                verified_path(name)
+                print(f"ok      {name}")
+            except ZooIntegrityError as err:
+                failed += 1
+                print(f"FAILED  {name}: {err}")
+        return 1 if failed else 0
+    targets = list(ENTRIES) if args.target == "all" else names(args.target) or [args.target]
+    for name in targets:
+        try:
+            result = train(name)
+        except KeyError as err:
+            print(err.args[0], file=sys.stderr)
+            return 2
+        print(f"{name}: {json.dumps(result['metrics'])}  sha256 {result['sha256'][:16]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
