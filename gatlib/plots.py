@@ -1,0 +1,49 @@
+"""Figures that several chapters draw: image grids (torchvision ``make_grid``) and class-balance bars."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+import torch
+from torchvision.utils import make_grid
+
+
+def show_grid(images: torch.Tensor, nrow: int = 8, title: str | None = None, ax=None, padding: int = 2):
+    """Draw a batch ``(N, C, H, W)`` in [0, 1] as one grid image; returns the axes."""
+    if images.ndim != 4:
+        raise ValueError(f"show_grid expects (N, C, H, W) images, got shape {tuple(images.shape)}")
+    grid = make_grid(images.detach().cpu().clamp(0, 1), nrow=nrow, padding=padding, pad_value=1.0)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(nrow * 0.6, (len(images) + nrow - 1) // nrow * 0.6 + 0.4))
+    ax.imshow(grid.permute(1, 2, 0).numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def per_class_examples(dataset, per_class: int = 4, seed: int = 0) -> torch.Tensor:
+    """``per_class`` images of every class, ordered class by class (a row per class in a grid)."""
+    generator = torch.Generator().manual_seed(seed)
+    picked = []
+    for label in range(int(dataset.labels.max()) + 1):
+        indices = torch.nonzero(dataset.labels == label).flatten()
+        if len(indices) < per_class:
+            raise ValueError(f"{dataset.name}: class {label} has only {len(indices)} images, {per_class} asked for")
+        picked.append(indices[torch.randperm(len(indices), generator=generator)[:per_class]])
+    return dataset.images[torch.cat(picked)]
+
+
+def class_balance(datasets: dict, ax=None):
+    """Bar plot of the fraction of each class in every dataset (seaborn); returns the axes."""
+    rows = []
+    for name, dataset in datasets.items():
+        counts = dataset.class_counts()
+        for label, count in enumerate(counts):
+            rows.append({"dataset": name, "class": label, "fraction": count / counts.sum()})
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 2.8))
+    sns.barplot(data=pd.DataFrame(rows), x="class", y="fraction", hue="dataset", ax=ax)
+    ax.axhline(0.1, color="grey", lw=0.8, ls="--")
+    ax.set_ylabel("fraction of images")
+    return ax

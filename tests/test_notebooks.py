@@ -1,0 +1,81 @@
+"""Every chapter, executed end to end on the `smoke` profile through the runner (once per test
+session), its .ipynb pair in sync, and the whole book built with Jupyter Book's -W."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jupytext
+import pytest
+
+from gatlib import pairing, runbook
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.md"))
+
+
+@pytest.fixture(scope="session")
+def smoke_runs(tmp_path_factory):
+    """Each notebook run once on `smoke`; the book test below reuses these runs."""
+    runs_dir = tmp_path_factory.mktemp("runs")
+    results = {path.stem: runbook.run_notebook(path, profile="smoke", runs_dir=runs_dir) for path in NOTEBOOKS}
+    return runs_dir, results
+
+
+def test_there_are_chapters():
+    assert NOTEBOOKS, "notebooks/*.md is empty"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_pair_is_in_sync(path):
+    assert pairing.out_of_sync(path) is None
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_has_one_typed_parameters_cell(path):
+    notebook = jupytext.read(path)
+    tagged = [cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: exactly one cell tagged 'parameters'"
+    for name in ('profile = "default"', "seed = ", 'device = "auto"'):
+        assert name in tagged[0].source, f"{path.name}: parameters cell lacks {name!r}"
+    assert "smoke" in notebook.metadata["gat"]["profiles"], f"{path.name}: no smoke preset"
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_on_smoke(path, smoke_runs):
+    runs_dir, results = smoke_runs
+    result = results[path.stem]
+    assert result["status"] == "ok", result.get("error")
+    assert result["profile"] == "smoke" and result["parameters"]["profile"] == "smoke"
+    assert result["numbers"], f"{path.name} recorded no numbers"
+    assert result["stamp"]["profile"] == "smoke"
+    saved = json.loads((runs_dir / path.stem / result["run_id"] / "results.json").read_text())
+    assert saved["numbers"] == result["numbers"]
+
+
+@pytest.mark.notebooks
+def test_setup_chapter_numbers_are_accuracies(smoke_runs):
+    numbers = smoke_runs[1]["00_setup"]["numbers"]
+    for key in ("table1.original.clean", "table3.original.in_domain", "table3.original.out_of_domain"):
+        assert 0.0 <= numbers[key] <= 1.0
+    # the zoo classifier is far better than chance on both domains, and better in domain
+    assert numbers["table3.original.in_domain"] > 0.95
+    assert 0.3 < numbers["table3.original.out_of_domain"] < numbers["table3.original.in_domain"]
+
+
+@pytest.mark.book
+def test_book_builds_on_smoke_with_warnings_as_errors(smoke_runs, tmp_path):
+    runs_dir, _ = smoke_runs
+    gat = Path(sys.executable).with_name("gat")
+    completed = subprocess.run([str(gat), "book", "--profile", "smoke", "--runs-dir", str(runs_dir),
+                                "--build-dir", str(tmp_path / "build"), "--root", str(ROOT)],
+                               capture_output=True, text=True, timeout=900)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    html = tmp_path / "build" / "html"
+    assert (html / "index.html").is_file()
+    chapter = (html / "notebooks" / "00_setup.html").read_text()
+    assert "Run stamp" in chapter and "profile <code" in chapter
+    assert "<img" in chapter, "the executed chapter shows its figures"
+    reproduction = (html / "book" / "reproduction.html").read_text()
+    assert "not yet" in reproduction

@@ -1,0 +1,298 @@
+"""The runner (`gat run`, `gat batch`), the scoreboard (`gat report`) and a tiny `gat book`.
+
+The notebooks executed here are the tiny fixtures in tests/fixtures/notebooks/ (a few seconds each):
+`record.md` records numbers and fails when `value < 0`; `fails.md` raises after recording.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gatlib import runbook, scoreboard
+from gatlib.runbook import ParameterError
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "notebooks"
+RECORD = FIXTURES / "record.md"
+FAILS = FIXTURES / "fails.md"
+
+
+def gat(*args, cwd=None):
+    """The installed console script, as a user would call it."""
+    exe = Path(sys.executable).with_name("gat")
+    return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+# ---------------------------------------------------------------- parameters (no kernel involved)
+
+def test_profiles_mirror_chapter():
+    import gatlib.chapter
+
+    assert runbook.PROFILES == gatlib.chapter.PROFILES
+
+
+def test_defaults_presets_and_overrides_resolve_in_order(tmp_path):
+    run = runbook.PreparedRun(RECORD, "default", None, tmp_path)
+    assert run.parameters == {"profile": "default", "seed": 0, "device": "cpu", "value": 0.5,
+                              "scale": 1.0, "label": "plain", "steps": 3}
+    assert run.overrides == {}
+    smoke = runbook.PreparedRun(RECORD, "smoke", {"label": "cli", "value": 1}, tmp_path)
+    assert smoke.parameters["profile"] == "smoke"
+    assert smoke.parameters["scale"] == 2.0 and isinstance(smoke.parameters["scale"], float)  # preset, int -> float
+    assert smoke.parameters["label"] == "cli"  # override beats preset
+    assert smoke.parameters["value"] == 1.0 and isinstance(smoke.parameters["value"], float)
+    assert smoke.overrides == {"label": "cli", "value": 1.0}
+    assert runbook.PreparedRun(RECORD, "paper", None, tmp_path).parameters["value"] == 0.75
+    # the run directory is <runs>/<stem>/<profile>-<10 hex>, and depends on the parameters
+    assert smoke.run_dir.parent == tmp_path / "record" and smoke.run_id.startswith("smoke-")
+    assert len(smoke.run_id.split("-")[1]) == 10
+    assert smoke.run_id != runbook.PreparedRun(RECORD, "smoke", None, tmp_path).run_id
+    # an override equal to the profile's value is not an override: same run, canonical
+    same = runbook.PreparedRun(RECORD, "default", {"steps": 3}, tmp_path)
+    assert same.run_id == run.run_id and same.overrides == {}
+
+
+def test_cli_overrides_are_yaml_and_strings_stay_strings(tmp_path):
+    run = runbook.PreparedRun(RECORD, "default", ["steps=7", "value=1e-3", "label=007"], tmp_path)
+    assert run.parameters["steps"] == 7 and run.parameters["value"] == 0.001
+    assert run.parameters["label"] == "007"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"stepz": 3}, "unknown parameter 'stepz'"),
+    ({"steps": 0.5}, "parameter 'steps' expects int"),
+    ({"steps": True}, "parameter 'steps' expects int"),
+    ({"value": "high"}, "parameter 'value' expects float"),
+    ({"label": 3}, "parameter 'label' expects str"),
+    ({"profile": "paper"}, "use --profile"),
+])
+def test_bad_parameters_are_refused_before_any_kernel(tmp_path, overrides, message):
+    with pytest.raises(ParameterError, match=message):
+        runbook.run_notebook(RECORD, "smoke", overrides, runs_dir=tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unknown_profile_is_refused(tmp_path):
+    with pytest.raises(ParameterError, match="unknown profile 'huge'"):
+        runbook.run_notebook(RECORD, "huge", runs_dir=tmp_path / "runs")
+
+
+def test_cli_exit_code_2_names_parameter_and_type(tmp_path):
+    runs = tmp_path / "runs"
+    bad_type = gat("run", RECORD, "--profile", "smoke", "-p", "steps=abc", "--runs-dir", runs)
+    assert bad_type.returncode == 2
+    assert "'steps'" in bad_type.stderr and "expects int" in bad_type.stderr
+    unknown = gat("run", RECORD, "-p", "nope=1", "--runs-dir", runs)
+    assert unknown.returncode == 2 and "unknown parameter 'nope'" in unknown.stderr
+    profile = gat("run", RECORD, "--profile", "huge", "--runs-dir", runs)
+    assert profile.returncode == 2 and "unknown profile" in profile.stderr
+    assert not runs.exists()
+
+
+def test_parameters_cell_must_be_simple_assignments():
+    assert runbook.parse_parameters_cell('profile = "default"\nseed = 0\ndevice = "auto"\nx: float = 1.5') == \
+        {"profile": "default", "seed": 0, "device": "auto", "x": 1.5}
+    with pytest.raises(ParameterError, match="not a simple"):
+        runbook.parse_parameters_cell('profile = "default"\nseed = 0\ndevice = "auto"\nprint(1)')
+    with pytest.raises(ParameterError, match="missing the common parameter"):
+        runbook.parse_parameters_cell('profile = "default"\nseed = 0')
+
+
+# ---------------------------------------------------------------- executing notebooks
+
+@pytest.mark.notebooks
+def test_run_notebook_writes_results_and_reuses_them(tmp_path):
+    runs = tmp_path / "runs"
+    res = runbook.run_notebook(RECORD, "smoke", {"steps": 5}, runs_dir=runs)
+    assert res["status"] == "ok" and res["error"] is None
+    assert res["numbers"] == {"value": 1.0, "table3.original.in_domain": 0.912, "label": "smoke-label"}
+    assert res["stamp"]["profile"] == "smoke"
+    run_dir = runs / "record" / res["run_id"]
+    saved = json.loads((run_dir / "results.json").read_text())
+    assert saved == res
+    for key in ("notebook", "run_id", "profile", "parameters", "seed", "status", "error", "numbers", "stamp",
+                "git_commit", "versions", "started", "finished", "wall_time_s"):
+        assert key in saved, key
+    assert set(saved["versions"]) >= {"python", "torch", "torchvision", "papermill", "jupytext", "gatlib"}
+    assert saved["parameters"]["steps"] == 5 and saved["parameters"]["profile"] == "smoke"
+    assert (run_dir / "record.ipynb").is_file()
+    assert not (run_dir / "numbers.json.partial").exists()
+    # a complete run is reused, not re-executed; force re-executes
+    mtime = (run_dir / "results.json").stat().st_mtime_ns
+    assert runbook.run_notebook(RECORD, "smoke", {"steps": 5}, runs_dir=runs) == saved
+    assert (run_dir / "results.json").stat().st_mtime_ns == mtime
+
+
+@pytest.mark.notebooks
+def test_failing_notebook_keeps_numbers_and_notebook(tmp_path):
+    completed = gat("run", FAILS, "--runs-dir", tmp_path / "runs")
+    assert completed.returncode == 1, completed.stderr
+    (results_path,) = (tmp_path / "runs" / "fails").glob("default-*/results.json")
+    res = json.loads(results_path.read_text())
+    assert res["status"] == "failed"
+    assert "RuntimeError" in res["error"] and "boom after recording" in res["error"]
+    assert res["numbers"] == {"before_failure": 0.25}
+    assert (results_path.parent / "fails.ipynb").is_file()
+    assert "run dir:" in completed.stdout and "before_failure" in completed.stdout
+
+
+# ---------------------------------------------------------------- sweeps
+
+def _sweep(tmp_path, grid=(0.1, -1.0, 0.2)) -> Path:
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(yaml.safe_dump({"notebook": str(RECORD), "profile": "smoke",
+                                    "parameters": {"steps": 2}, "grid": {"value": list(grid)}}))
+    return spec
+
+
+def test_sweep_expands_validates_and_shards(tmp_path):
+    spec = tmp_path / "many.yaml"
+    spec.write_text(yaml.safe_dump({"runs": [
+        {"notebook": str(RECORD), "profile": "smoke", "grid": {"value": [0.1, 0.2, 0.3], "steps": [1, 2]}},
+        {"notebook": str(FAILS), "profile": ["smoke", "default"]},
+    ]}))
+    runs = runbook.expand_sweep(spec, tmp_path / "runs")
+    assert len(runs) == 8 and len({(r.stem, r.run_id) for r in runs}) == 8
+    shards = [[r.run_id for k, r in enumerate(runs) if k % 3 == i] for i in range(3)]
+    assert sorted(sum(shards, [])) == sorted(r.run_id for r in runs)  # disjoint and complete
+    assert all(set(a).isdisjoint(b) for a in shards for b in shards if a is not b)
+    assert runbook.parse_shard("2/3") == (2, 3)
+    for bad in ("3/3", "x", "1/0"):
+        with pytest.raises(ParameterError):
+            runbook.parse_shard(bad)
+    # one bad value anywhere stops the sweep before anything runs
+    spec.write_text(yaml.safe_dump({"notebook": str(RECORD), "grid": {"steps": [1, "two"]}}))
+    with pytest.raises(ParameterError, match="'steps' expects int"):
+        runbook.run_batch(spec, runs_dir=tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.notebooks
+def test_batch_runs_all_reports_failure_and_resumes(tmp_path):
+    spec, runs = _sweep(tmp_path), tmp_path / "runs"
+    results = runbook.run_batch(spec, jobs=2, runs_dir=runs)
+    assert [r["status"] for r in results] == ["ok", "failed", "ok"]  # sweep order, one failure
+    assert "negative" in results[1]["error"]
+    assert results[1]["numbers"]["value"] == -2.0  # recorded before the failure
+    csv_text = (runs / "sweep-summary.csv").read_text()
+    assert csv_text.splitlines()[0].startswith("notebook,run_id,profile,status,")
+    assert "param.value" in csv_text and "number.value" in csv_text and csv_text.count("failed") == 1
+    assert "| failed |" in (runs / "sweep-summary.md").read_text()
+
+    ok_files = [runs / "record" / r["run_id"] / "results.json" for r in results if r["status"] == "ok"]
+    mtimes = [p.stat().st_mtime_ns for p in ok_files]
+    completed = gat("batch", spec, "--runs-dir", runs)  # resumes: only the failed run is retried
+    assert completed.returncode == 1, completed.stderr
+    assert "2 already complete, 1 to run" in completed.stderr
+    assert [p.stat().st_mtime_ns for p in ok_files] == mtimes
+
+
+@pytest.mark.notebooks
+def test_batch_shards_run_disjoint_parts(tmp_path):
+    spec, runs = _sweep(tmp_path, grid=(0.1, 0.2, 0.3)), tmp_path / "runs"
+    first = runbook.run_batch(spec, shard="0/2", runs_dir=runs)
+    summary = (runs / "sweep-summary.csv").read_text()
+    assert summary.count(",ok,") == 2 and summary.count(",pending,") == 1
+    second = runbook.run_batch(spec, shard=(1, 2), runs_dir=runs)
+    assert [r["parameters"]["value"] for r in first] == [0.1, 0.3]
+    assert [r["parameters"]["value"] for r in second] == [0.2]
+    assert (runs / "sweep-summary.csv").read_text().count(",ok,") == 3
+
+
+# ---------------------------------------------------------------- scoreboard
+
+def _fake_run(runs, stem, run_id, numbers, finished, overrides=None, status="ok"):
+    profile = run_id.split("-")[0]
+    d = runs / stem / run_id
+    d.mkdir(parents=True)
+    (d / "results.json").write_text(json.dumps({
+        "status": status, "profile": profile, "overrides": overrides or {}, "seed": 0,
+        "parameters": {"profile": profile, "seed": 0}, "finished": finished, "numbers": numbers}))
+
+
+def _book_page(root: Path, text: str) -> Path:
+    page = root / "book" / "reproduction.md"
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text(text)
+    return page
+
+
+def test_report_rewrites_between_markers_deterministically(tmp_path):
+    runs = tmp_path / "runs"
+    _fake_run(runs, "00_setup", "default-0000000001", {"table3.original.in_domain": 0.5}, "2025-01-01T00:00:00")
+    _fake_run(runs, "00_setup", "default-0000000002", {"table3.original.in_domain": 0.9912,
+                                                       "table1.original.clean": 0.98}, "2025-02-01T00:00:00")
+    _fake_run(runs, "00_setup", "default-0000000003", {"table3.original.in_domain": 0.1}, "2025-03-01T00:00:00",
+              overrides={"seed": 3})  # a sweep run: never on the scoreboard
+    _fake_run(runs, "00_setup", "default-0000000004", {"table3.original.in_domain": 0.2}, "2025-04-01T00:00:00",
+              status="failed")
+    page = _book_page(tmp_path, "# Scores\n\nbefore\n<!-- scoreboard:start -->\nold text\n<!-- scoreboard:end -->\nafter\n")
+    completed = gat("report", "--root", tmp_path)
+    assert completed.returncode == 0, completed.stderr
+    text = page.read_text()
+    assert text.startswith("# Scores\n\nbefore\n<!-- scoreboard:start -->") and text.endswith("<!-- scoreboard:end -->\nafter\n")
+    assert "old text" not in text
+    assert "| Table | Row | Column | Paper | Ours | Source |" in text
+    row = next(line for line in text.splitlines() if "In-domain (LSUN)" in line and "| Original |" in line)
+    assert "| 94.2 | 99.1 |" in row and "00_setup/default-0000000002" in row
+    clean = next(line for line in text.splitlines() if "Classification LSUN · clean" in line and "| Original |" in line)
+    assert "| 88.9 | 98.0 |" in clean
+    assert text.count("| not yet |") == len(scoreboard.paper_entries()) - 2  # every other paper number is listed
+    assert "| User study |" in text and "| Table 2 |" in text
+    before = page.read_bytes()
+    scoreboard.write_scoreboard(tmp_path)
+    assert page.read_bytes() == before
+    # another profile has no runs yet
+    scoreboard.write_scoreboard(tmp_path, profile="smoke")
+    assert "99.1" not in page.read_text()
+
+
+def test_report_without_markers_fails_clearly(tmp_path):
+    _book_page(tmp_path, "# Scores\n\nno markers here\n")
+    with pytest.raises(scoreboard.ScoreboardError, match="scoreboard:start"):
+        scoreboard.write_scoreboard(tmp_path)
+    completed = gat("report", "--root", tmp_path)
+    assert completed.returncode == 1 and "scoreboard:start" in completed.stderr
+
+
+def test_scoreboard_formats():
+    assert scoreboard.format_ours(0.9876) == "98.8"
+    assert scoreboard.format_ours({"mean": 0.5, "std": 0.01}) == "50.0 ± 1.0"
+    assert scoreboard.format_ours([0.5, 0.7]) == "60.0 ± 14.1 (n=2)"
+    assert scoreboard.format_ours(0.004, percent=False) == "0.004"
+    keys = {e.key for e in scoreboard.paper_entries()}
+    assert set(scoreboard.PAPER_TO_OURS) <= keys
+    recomputed = {e.key: e.value for e in scoreboard.paper_entries()}
+    assert recomputed["table2.AT PGD.mean_unseen_recomputed"] == 13.03
+
+
+# ---------------------------------------------------------------- a tiny book
+
+@pytest.mark.book
+@pytest.mark.notebooks
+def test_tiny_book_builds(tmp_path):
+    root = tmp_path / "tiny"
+    (root / "notebooks").mkdir(parents=True)
+    shutil.copy(RECORD, root / "notebooks" / "record.md")
+    (root / "_config.yml").write_text(yaml.safe_dump({
+        "title": "Tiny book", "author": "tests", "only_build_toc_files": True,
+        "exclude_patterns": ["_build", "runs", "notebooks/*.ipynb", "**.ipynb_checkpoints"],
+        "execute": {"execute_notebooks": "off"}}))
+    (root / "_toc.yml").write_text(yaml.safe_dump({
+        "format": "jb-book", "root": "intro",
+        "chapters": [{"file": "notebooks/record"}, {"file": "book/reproduction"}]}))
+    (root / "intro.md").write_text("# Tiny book\n\nOne chapter and a scoreboard.\n")
+    _book_page(root, "# Reproduction\n\n<!-- scoreboard:start -->\n<!-- scoreboard:end -->\n")
+    build = tmp_path / "out"
+    completed = gat("book", "--profile", "smoke", "--root", root, "--build-dir", build)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert (build / "html" / "index.html").is_file()
+    chapter = (build / "html" / "notebooks" / "record.html").read_text()
+    assert "Run stamp" in chapter  # the executed notebook, outputs included
+    assert "not yet" in (build / "html" / "book" / "reproduction.html").read_text()
+    assert "scoreboard:start -->\n<!--" in (root / "book" / "reproduction.md").read_text()  # source untouched
+    assert os.path.isdir(root / "runs" / "record")
