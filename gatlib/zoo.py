@@ -34,7 +34,7 @@ class ZooIntegrityError(ValueError):
 class ZooEntry:
     name: str
     group: str
-    kind: str                 # "classifier" (generators come later)
+    kind: str                 # "classifier" or "generator"
     arch: str
     seed: int
     description: str
@@ -74,6 +74,9 @@ register(ZooEntry("oracle-widecnn", "oracle", "classifier", "wide_cnn", 11,
 register(ZooEntry("oracle-shufflenet", "oracle", "classifier", "shufflenet", 12,
                   "Label oracle, never attacked: torchvision ShuffleNetV2 x0.5 (weights=None) on 64x64 upsampled digits.",
                   _CLASSIFIER_RECIPE))
+register(ZooEntry("mnist-stylegan2", "generator", "generator", "stylegan2", 0,
+                  "Class-conditional StyleGAN2 at 32x32 trained on MNIST train (G_ema): the generator g whose "
+                  "styles y and noises eta the attacks perturb.", {"total_kimg": 500.0}))
 
 
 # ------------------------------------------------------------------------------- manifest
@@ -130,7 +133,12 @@ def load(name: str, device: str | torch.device = "cpu", path: Path | None = None
 
     zoo_entry = entry(name)
     checkpoint = torch.load(verified_path(name, path), map_location=device, weights_only=True)
-    model = classifiers.build(zoo_entry.arch)
+    if zoo_entry.kind == "generator":
+        from .generators.stylegan2 import Generator
+
+        model = Generator(**checkpoint["config"])
+    else:
+        model = classifiers.build(zoo_entry.arch)
     model.load_state_dict(checkpoint["state_dict"])
     return model.to(device).eval()
 
@@ -141,13 +149,19 @@ def info(name: str) -> dict:
 
 
 # ------------------------------------------------------------------------------- training
-def train(name: str, progress: bool = True) -> dict:
-    """(Re)train one zoo entry from scratch with its recipe, save it, record its sha256 and metrics."""
+def train(name: str, progress: bool = True, max_minutes: float | None = None) -> dict | None:
+    """(Re)train one zoo entry with its recipe, save it, record its sha256 and metrics.
+
+    Classifiers train from scratch in minutes. The generator resumes from its training state in
+    ``zoo_work/`` and stops after ``max_minutes`` (returning None while unfinished): run the same
+    command again to go on."""
     from . import classifiers, data
     from .chapter import git_commit, seed_everything
     from .training import train_classifier
 
     zoo_entry = entry(name)
+    if zoo_entry.kind == "generator":
+        return _train_generator(zoo_entry, progress, max_minutes)
     recipe = zoo_entry.recipe
     seed_everything(zoo_entry.seed)
     model = classifiers.build(zoo_entry.arch)
@@ -176,6 +190,42 @@ def train(name: str, progress: bool = True) -> dict:
     return manifest[name]
 
 
+def _record(zoo_entry: ZooEntry, payload: dict, metrics: dict, train_seconds: float, recipe: dict) -> dict:
+    """Write the checkpoint atomically and record its sha256, metrics and provenance."""
+    from .chapter import git_commit
+
+    CHECKPOINT_DIR.mkdir(exist_ok=True)
+    tmp = zoo_entry.path.with_name(zoo_entry.filename + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, zoo_entry.path)
+    manifest = read_manifest()
+    manifest[zoo_entry.name] = {"sha256": sha256_of(zoo_entry.path), "bytes": zoo_entry.path.stat().st_size,
+                                "arch": zoo_entry.arch, "seed": zoo_entry.seed, "recipe": recipe,
+                                "metrics": metrics, "train_seconds": round(train_seconds, 1),
+                                "git_commit": git_commit(), "torch": torch.__version__,
+                                "command": zoo_entry.command}
+    _write_manifest(manifest)
+    return manifest[zoo_entry.name]
+
+
+def _train_generator(zoo_entry: ZooEntry, progress: bool, max_minutes: float | None) -> dict | None:
+    from . import data
+    from .generators.training import GANRecipe, train_gan
+
+    recipe = GANRecipe(seed=zoo_entry.seed, **zoo_entry.recipe)
+    WORK_DIR.mkdir(exist_ok=True)
+    state = train_gan(recipe, data.mnist("train"), WORK_DIR / f"{zoo_entry.name}.state.pt",
+                      max_minutes=max_minutes, progress=progress)
+    if not state["done"]:
+        return None
+    G_ema = state["G_ema"]
+    G_ema.estimate_w_avg(n=4096, generator=torch.Generator().manual_seed(zoo_entry.seed))
+    metrics = {"kimg": state["images_seen"] / 1000, "steps": state["step"]}
+    payload = {"state_dict": G_ema.state_dict(), "config": G_ema.config, "name": zoo_entry.name,
+               "history": state["history"]}
+    return _record(zoo_entry, payload, metrics, state["train_seconds"], zoo_entry.recipe)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gatlib.zoo", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -183,6 +233,8 @@ def main(argv=None) -> int:
     sub.add_parser("verify", help="check every committed checkpoint against its sha256")
     train_parser = sub.add_parser("train", help="retrain an entry, a group or 'all'")
     train_parser.add_argument("target")
+    train_parser.add_argument("--max-minutes", type=float, default=None,
+                              help="stop a long (generator) training after this many minutes; rerun to resume")
     args = parser.parse_args(argv)
 
     if args.command == "list":
@@ -204,10 +256,13 @@ def main(argv=None) -> int:
     targets = list(ENTRIES) if args.target == "all" else names(args.target) or [args.target]
     for name in targets:
         try:
-            result = train(name)
+            result = train(name, max_minutes=args.max_minutes)
         except KeyError as err:
             print(err.args[0], file=sys.stderr)
             return 2
+        if result is None:
+            print(f"{name}: not finished; its state is in {WORK_DIR}; run the same command again to resume")
+            return 3
         print(f"{name}: {json.dumps(result['metrics'])}  sha256 {result['sha256'][:16]}")
     return 0
 

@@ -1,0 +1,96 @@
+"""How good is a generator? The numbers chapter 01 prints for the embedded StyleGAN2.
+
+* **Label agreement** — the fraction of images generated for class ``c`` that a classifier puts in
+  class ``c``. With the attacked classifier and with every independent oracle: the label of a
+  generated image is its conditioning class (``book/method.md``), so this must be high.
+* **Fréchet distance** (Heusel et al., 2017) between generated and real test digits, computed by
+  torchmetrics' ``FrechetInceptionDistance`` with an *independent* zoo classifier's penultimate
+  features in place of Inception (no Inception weights offline, and Inception features mean little
+  on 32x32 digits). Its scale is arbitrary, so it is read against a floor: the distance between the
+  two halves of the real test set.
+* **k-NN precision and recall** (Kynkäänniemi et al., 2019), per class, in the same feature space:
+  precision = share of generated samples inside the real manifold (union of k-NN balls of real
+  features), recall = share of real samples inside the generated manifold. A mode-collapsed
+  generator keeps a high precision but loses recall.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import classifiers
+
+
+class Features(nn.Module):
+    """A classifier's ``embed`` as a torchmetrics feature extractor (``num_features`` attribute)."""
+
+    def __init__(self, model: nn.Module, batch_size: int = 500):
+        super().__init__()
+        if not hasattr(model, "embed"):
+            raise ValueError(f"{type(model).__name__} has no .embed(images): cannot use it as a feature space")
+        self.model = model.eval()
+        self.batch_size = batch_size
+        with torch.no_grad():
+            device = next(model.parameters()).device
+            self.num_features = int(model.embed(torch.zeros(2, 1, 32, 32, device=device)).shape[-1])
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        device = next(self.model.parameters()).device
+        return torch.cat([self.model.embed(images[i:i + self.batch_size].to(device)).float().cpu()
+                          for i in range(0, len(images), self.batch_size)])
+
+
+def label_agreement(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of ``images`` that ``model`` classifies as their conditioning ``labels``."""
+    return (classifiers.predict(model, images) == labels.cpu()).float().mean().item()
+
+
+def frechet_distance(features: Features, real: torch.Tensor, fake: torch.Tensor) -> float:
+    """Fréchet distance between two image sets in ``features``' space (torchmetrics)."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    if len(real) < 2 or len(fake) < 2:
+        raise ValueError("the Fréchet distance needs at least two images in each set")
+    metric = FrechetInceptionDistance(feature=features, normalize=True)
+    for start in range(0, len(real), 1000):
+        metric.update(real[start:start + 1000], real=True)
+    for start in range(0, len(fake), 1000):
+        metric.update(fake[start:start + 1000], real=False)
+    return metric.compute().item()
+
+
+def _radii(features: torch.Tensor, k: int) -> torch.Tensor:
+    """Distance of every sample to its k-th nearest neighbour within the same set."""
+    distances = torch.cdist(features, features)
+    return distances.kthvalue(k + 1, dim=1).values  # +1: each point is its own nearest neighbour
+
+
+def _coverage(queries: torch.Tensor, support: torch.Tensor, radii: torch.Tensor) -> float:
+    """Share of ``queries`` inside at least one ball (centre in ``support``, radius ``radii``)."""
+    inside = torch.zeros(len(queries), dtype=torch.bool)
+    for start in range(0, len(queries), 1000):
+        distances = torch.cdist(queries[start:start + 1000], support)
+        inside[start:start + 1000] = (distances <= radii[None]).any(dim=1)
+    return inside.float().mean().item()
+
+
+def precision_recall(real_features: torch.Tensor, fake_features: torch.Tensor, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall (Kynkäänniemi et al., 2019) of fake vs real feature sets."""
+    if min(len(real_features), len(fake_features)) <= k:
+        raise ValueError(f"k-NN precision/recall needs more than k={k} samples in each set")
+    precision = _coverage(fake_features, real_features, _radii(real_features, k))
+    recall = _coverage(real_features, fake_features, _radii(fake_features, k))
+    return precision, recall
+
+
+def per_class_precision_recall(features: Features, real: torch.Tensor, real_labels: torch.Tensor,
+                               fake: torch.Tensor, fake_labels: torch.Tensor, k: int = 3) -> dict:
+    """``{class: (precision, recall)}``: the manifolds are estimated within each class, so a
+    generator that draws one style per class (mode collapse inside a class) fails recall."""
+    real_features, fake_features = features(real), features(fake)
+    result = {}
+    for label in sorted(set(real_labels.tolist())):
+        result[label] = precision_recall(real_features[real_labels == label],
+                                         fake_features[fake_labels.cpu() == label], k)
+    return result

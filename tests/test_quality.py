@@ -1,0 +1,49 @@
+"""Generator-quality metrics must separate a good sample set from a collapsed one."""
+import pytest
+import torch
+
+from gatlib import classifiers, data, quality, zoo
+
+
+@pytest.fixture(scope="module")
+def features():
+    return quality.Features(zoo.load("oracle-widecnn"))
+
+
+@pytest.fixture(scope="module")
+def test_digits():
+    return data.mnist("test").subset(2000, seed=0)
+
+
+def test_frechet_distance_is_small_for_real_halves_and_large_for_noise(features, test_digits):
+    half = len(test_digits) // 2
+    floor = quality.frechet_distance(features, test_digits.images[:half], test_digits.images[half:])
+    noise = quality.frechet_distance(features, test_digits.images[:half], torch.rand(half, 1, 32, 32))
+    assert 0 <= floor < noise / 20
+
+
+def test_precision_recall_catches_mode_collapse(features, test_digits):
+    images, labels = test_digits.images, test_digits.labels
+    real, fake = slice(0, 1000), slice(1000, 2000)
+    healthy = quality.per_class_precision_recall(features, images[real], labels[real], images[fake], labels[fake])
+    # a collapsed "generator": every sample of a class is the same digit (plus invisible jitter)
+    collapsed_images = images[fake].clone()
+    for label in range(10):
+        members = torch.nonzero(labels[fake] == label).flatten()
+        collapsed_images[members] = images[fake][members[0]] + 1e-3 * torch.rand_like(collapsed_images[members])
+    collapsed_images = collapsed_images.clamp(0, 1)
+    collapsed = quality.per_class_precision_recall(features, images[real], labels[real], collapsed_images, labels[fake])
+    healthy_recall = sum(r for _, r in healthy.values()) / 10
+    collapsed_recall = sum(r for _, r in collapsed.values()) / 10
+    assert healthy_recall > 0.6 and collapsed_recall < 0.2
+
+
+def test_label_agreement_matches_accuracy(test_digits):
+    model = zoo.load("oracle-mlp")
+    assert quality.label_agreement(model, test_digits.images, test_digits.labels) == pytest.approx(
+        classifiers.accuracy(model, test_digits))
+
+
+def test_features_need_an_embedding():
+    with pytest.raises(ValueError, match="no .embed"):
+        quality.Features(torch.nn.Linear(3, 3))
