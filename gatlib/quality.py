@@ -94,3 +94,31 @@ def per_class_precision_recall(features: Features, real: torch.Tensor, real_labe
         result[label] = precision_recall(real_features[real_labels == label],
                                          fake_features[fake_labels.cpu() == label], k)
     return result
+
+
+def evaluate_generator(G, classifiers_by_name: dict, feature_model: nn.Module, real, samples: int = 10_000,
+                       seed: int = 0, truncation_psi: float = 1.0, k: int = 3) -> dict:
+    """Every quality number of chapter 01 for a class-conditional generator ``G``.
+
+    ``samples`` images, balanced over the classes, from seeded latents; ``real`` is the real test
+    set (an ``ImageSet``). Returns ``{"agreement": {name: fraction}, "frechet": ..., "frechet_floor":
+    ..., "frechet_ratio": ..., "precision": {class: p}, "recall": {class: r}, "images": ..., "labels": ...}``.
+    The Fréchet floor is the distance between two random halves of ``real``.
+    """
+    from .generators.explore import generate
+
+    num_classes = G.num_classes or 1
+    labels = torch.arange(samples) % num_classes
+    images = generate(G, labels, seed=seed, truncation_psi=truncation_psi)
+    agreement = {name: label_agreement(model, images, labels) for name, model in classifiers_by_name.items()}
+    features = Features(feature_model)
+    order = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))
+    half = len(real) // 2
+    floor = frechet_distance(features, real.images[order[:half]], real.images[order[half:]])
+    distance = frechet_distance(features, real.images, images)
+    per_class = per_class_precision_recall(features, real.images, real.labels, images, labels, k=k)
+    return {"agreement": agreement, "frechet": distance, "frechet_floor": floor,
+            "frechet_ratio": distance / max(floor, 1e-12),
+            "precision": {c: p for c, (p, _) in per_class.items()},
+            "recall": {c: r for c, (_, r) in per_class.items()},
+            "images": images, "labels": labels}

@@ -340,7 +340,7 @@ def execute(run: PreparedRun, progress: bool = False) -> dict:
     partial = run.run_dir / "numbers.json.partial"
     partial.unlink(missing_ok=True)
     executed = run.run_dir / f"{run.stem}.ipynb"
-    cwd = run.path.resolve().parent.parent
+    cwd = _repository_root(run.path)
 
     started, t0 = _now(), time.time()
     status, error = "ok", None
@@ -380,6 +380,14 @@ def execute(run: PreparedRun, progress: bool = False) -> dict:
     write_atomic(results_path, json.dumps(results, indent=2, sort_keys=True) + "\n")
     partial.unlink(missing_ok=True)
     return results
+
+
+def _repository_root(path: Path) -> Path:
+    """The directory holding ``notebooks/`` (chapters and ``notebooks/drafts/``): the kernel's cwd."""
+    for parent in path.resolve().parents:
+        if parent.name == "notebooks":
+            return parent.parent
+    return path.resolve().parent.parent
 
 
 def run_notebook(path, profile: str = "default", overrides: dict | None = None, runs_dir="runs",

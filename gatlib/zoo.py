@@ -143,6 +143,29 @@ def load(name: str, device: str | torch.device = "cpu", path: Path | None = None
     return model.to(device).eval()
 
 
+def generator(source: str, device: str | torch.device = "cpu", seed: int = 0):
+    """The generator a chapter asks for: a zoo name (``mnist-stylegan2``), a checkpoint file
+    (rosinality ``.pt``, NVlabs ``.pkl``, or ours; read by ``gatlib.generators.checkpoints``), or
+    ``random-tiny`` — a small randomly initialised StyleGAN2 for the ``smoke`` profile (its noise
+    strengths are set non-zero so that noise moves the image, as in a trained generator)."""
+    from .generators.stylegan2 import Generator
+
+    if source == "random-tiny":
+        torch.manual_seed(seed)
+        G = Generator(channels={4: 32, 8: 32, 16: 16, 32: 16}, z_dim=32, w_dim=32, mapping_layers=2)
+        with torch.no_grad():
+            for layer in G.layers:
+                layer.noise_strength.fill_(0.1)
+        return G.to(device).eval()
+    if source in ENTRIES:
+        if entry(source).kind != "generator":
+            raise ValueError(f"zoo entry {source!r} is a {entry(source).kind}, not a generator")
+        return load(source, device)
+    from .generators.checkpoints import load_generator
+
+    return load_generator(source, device=device).eval()
+
+
 def info(name: str) -> dict:
     """What the manifest records of ``name`` (sha256, size, the metrics measured when it was trained)."""
     return {"name": name, "command": entry(name).command, **read_manifest().get(name, {})}

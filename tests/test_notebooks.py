@@ -11,7 +11,8 @@ import pytest
 from gatlib import pairing, runbook
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.md"))
+NOTEBOOKS = pairing.all_notebooks()          # book chapters and drafts
+BOOK_CHAPTERS = sorted((ROOT / "notebooks").glob("*.md"))
 
 
 @pytest.fixture(scope="session")
@@ -79,3 +80,14 @@ def test_book_builds_on_smoke_with_warnings_as_errors(smoke_runs, tmp_path):
     assert "<img" in chapter, "the executed chapter shows its figures"
     reproduction = (html / "book" / "reproduction.html").read_text()
     assert "not yet" in reproduction
+
+
+def test_every_chapter_is_in_the_table_of_contents():
+    import yaml
+
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = {chapter["file"] for part in toc["parts"] for chapter in part["chapters"]}
+    missing = [path.stem for path in BOOK_CHAPTERS if f"notebooks/{path.stem}" not in files]
+    assert not missing, f"chapters missing from _toc.yml: {missing}"
+    drafts = [f"notebooks/drafts/{path.stem}" for path in NOTEBOOKS if path.parent.name == "drafts"]
+    assert not set(drafts) & files, "a draft chapter is in the book: move it to notebooks/ first"

@@ -36,6 +36,23 @@ ToRGB styles
     ``G.torgb_layers[j]`` (the last conv of its resolution: 1, 3, 5, 7 at 32 px) and reads the w of
     that same layer, so ``num_ws == num_layers`` and a per-layer w (style mixing) moves a
     resolution's convs and its ToRGB together. The attack decides whether to include ``torgb``.
+Layouts
+    ``Generator(layout="gat")`` (the default, above) is the embedded model. ``layout="stylegan2"``
+    is the layout of real StyleGAN2 checkpoints (rosinality's ``stylegan2-pytorch``, NVlabs'
+    ``stylegan2-ada-pytorch``; loaded by ``gatlib.generators.checkpoints``): **one** conv at 4x4,
+    then two per resolution, so there are ``num_convs = 2 * log2(resolution) - 3`` convolutions
+    (17 at 1024 px) but still ``num_ws = 2 * log2(resolution) - 2`` w indices (18 at 1024 px). The
+    convention "a layer is a w index" is kept: ``G.num_layers == G.num_ws``, ``layer_groups()`` and
+    ``consecutive_groups()`` split the w indices, conv i reads w index i and owns ``Styles.conv[i]``
+    and ``noises[i]``, and ToRGB j (run on the output of conv 2j) reads w index 2j+1 (upstream's
+    indexing). The **last** w index has no conv and no noise: its only variable is the style of
+    the final ToRGB (``Styles.torgb[-1]``), so ``len(Styles.conv) == len(noises) == num_convs ==
+    num_layers - 1``, ``Styles.tensors(layers)`` skips it and ``G.torgb_of_layers(layers)`` finds
+    the ToRGB styles of any layers. For ``start_layer``/``cache``, layer k is "the ToRGB reading w
+    index k (if any), then conv k (if any)", so the cache of layer k holds the output of conv k-1
+    and the skip image of the ToRGBs reading w indices < k. ``conv_clamp`` reproduces NVlabs'
+    clamping of activations (256 in their mixed-precision configs); both options are stored in
+    ``G.config``.
 Layer groups
     ``G.layer_groups()`` splits the layers in thirds, the extra layers going to the coarser groups
     (``numpy.array_split``): 8 layers -> coarse [0,1,2], middle [3,4,5], fine [6,7]; 14 -> 5/5/4;
@@ -97,6 +114,7 @@ NOISE_SPACES = ("input", "scaled")
 
 Label = Union[Tensor, int, None]
 Cache = Dict[int, Tuple[Tensor, Optional[Tensor]]]
+LAYOUTS = ("gat", "stylegan2")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -163,9 +181,11 @@ class Styles(NamedTuple):
         return Styles([y.clone() for y in self.conv], [y.clone() for y in self.torgb])
 
     def tensors(self, layers: Optional[Sequence[int]] = None, torgb: bool = False) -> List[Tensor]:
-        """The conv styles of ``layers`` (all if None), plus all ToRGB styles if ``torgb``."""
+        """The conv styles of ``layers`` (all if None), plus all ToRGB styles if ``torgb``. Layers
+        without a conv (the last w index of the ``"stylegan2"`` layout) contribute nothing here; use
+        ``G.torgb_of_layers(layers)`` for the ToRGB styles of chosen layers."""
         layers = range(len(self.conv)) if layers is None else layers
-        return [self.conv[i] for i in layers] + (list(self.torgb) if torgb else [])
+        return [self.conv[i] for i in layers if i < len(self.conv)] + (list(self.torgb) if torgb else [])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -293,14 +313,16 @@ class ModulatedConv(nn.Module):
 
     ``style`` y ``(B, C_in)`` is the affine map A of w (``self.affine``, bias initialised to 1). The
     returned activation is *without* the sqrt(2) gain of the leaky ReLU; the next layer applies it
-    through ``input_gain`` (folded into its y), see the module docstring.
+    through ``input_gain`` (folded into its y), see the module docstring. ``conv_clamp`` (NVlabs):
+    clamp the activation *with* its gain to +-conv_clamp, i.e. ours to +-conv_clamp / sqrt(2).
     """
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int,
-                 up: bool = False, input_gain: float = SQRT2):
+                 up: bool = False, input_gain: float = SQRT2, conv_clamp: Optional[float] = None):
         super().__init__()
         self.in_channels, self.out_channels, self.resolution, self.up = in_channels, out_channels, resolution, up
         self.input_gain = input_gain
+        self.act_clamp = None if conv_clamp is None else float(conv_clamp) / SQRT2
         self.affine = EqualLinear(w_dim, in_channels, bias_init=1.0)
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 3, 3))
         self.bias = nn.Parameter(torch.zeros(out_channels))
@@ -323,18 +345,22 @@ class ModulatedConv(nn.Module):
         x = x.mul(d[:, :, None, None]).add_(self.bias[None, :, None, None])      # demodulate + bias
         if noise is not None:
             x = x.add_(noise * self.noise_strength if noise_space == "input" else noise)
-        return F.leaky_relu(x, LRELU_SLOPE, inplace=True)
+        x = F.leaky_relu(x, LRELU_SLOPE, inplace=True)
+        return x if self.act_clamp is None else x.clamp_(-self.act_clamp, self.act_clamp)
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}->{self.out_channels}, resolution={self.resolution}, up={self.up}"
 
 
 class ToRGB(nn.Module):
-    """Modulated 1x1 conv to image channels (no demodulation, no noise), as one batched matmul."""
+    """Modulated 1x1 conv to image channels (no demodulation, no noise), as one batched matmul;
+    ``conv_clamp`` (NVlabs) clamps its output to +-conv_clamp."""
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int):
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int,
+                 conv_clamp: Optional[float] = None):
         super().__init__()
         self.resolution = resolution
+        self.conv_clamp = None if conv_clamp is None else float(conv_clamp)
         self.affine = EqualLinear(w_dim, in_channels, bias_init=1.0)
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels))
         self.bias = nn.Parameter(torch.zeros(out_channels))
@@ -343,7 +369,8 @@ class ToRGB(nn.Module):
     def forward(self, x: Tensor, style: Tensor) -> Tensor:
         B, C, H, W = x.shape
         m = self.weight[None] * (style * self.gain)[:, None, :]        # (B, out, in)
-        return torch.baddbmm(self.bias[None, :, None], m, x.reshape(B, C, H * W)).view(B, -1, H, W)
+        rgb = torch.baddbmm(self.bias[None, :, None], m, x.reshape(B, C, H * W)).view(B, -1, H, W)
+        return rgb if self.conv_clamp is None else rgb.clamp(-self.conv_clamp, self.conv_clamp)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -362,42 +389,62 @@ class Generator(nn.Module):
         channel_base, channel_max: the formula's constants (used when ``channels`` is None and
             ``channel_base`` is given or the resolution is not 32).
         image_channels: 1 for digits, 3 for colour. w_avg_beta: EMA decay of the average w.
+        layout: ``"gat"`` (default: two convs at 4x4, one y and one eta per w index) or
+            ``"stylegan2"`` (one conv at 4x4, as in real StyleGAN2 checkpoints; see the module
+            docstring, "Layouts").
+        conv_clamp: clamp activations and ToRGB outputs to +-conv_clamp (NVlabs); None = off.
+
+    Attributes: ``num_layers == num_ws`` (w indices), ``num_convs`` (modulated convs = styles in
+    ``Styles.conv`` = noises), ``conv_resolutions`` (one per conv), ``layer_resolutions`` (one per
+    w index), ``torgb_layers`` (the w index each ToRGB reads).
     """
 
     def __init__(self, resolution: int = 32, num_classes: int = 10, z_dim: int = 128, w_dim: int = 128,
                  mapping_layers: int = 3, channels: Optional[Dict[int, int]] = None,
                  channel_base: Optional[int] = None, channel_max: int = 512, image_channels: int = 1,
-                 mapping_lr_mul: float = 0.01, w_avg_beta: float = 0.995):
+                 mapping_lr_mul: float = 0.01, w_avg_beta: float = 0.995, layout: str = "gat",
+                 conv_clamp: Optional[float] = None):
         super().__init__()
         log2 = int(math.log2(resolution))
         if resolution < 4 or 2 ** log2 != resolution:
             raise ValueError(f"resolution must be a power of two >= 4, got {resolution}")
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        self.layout, self.conv_clamp = layout, conv_clamp
         self.resolution, self.num_classes, self.image_channels = resolution, num_classes, image_channels
         self.z_dim, self.w_dim = z_dim, w_dim
         self.resolutions = [2 ** i for i in range(2, log2 + 1)]
         self.channels = resolve_channels(self.resolutions, channels, channel_base, channel_max)
         self.config = dict(resolution=resolution, num_classes=num_classes, z_dim=z_dim, w_dim=w_dim,
                            mapping_layers=mapping_layers, channels=dict(self.channels), image_channels=image_channels,
-                           mapping_lr_mul=mapping_lr_mul, w_avg_beta=w_avg_beta)
+                           mapping_lr_mul=mapping_lr_mul, w_avg_beta=w_avg_beta, layout=layout,
+                           conv_clamp=conv_clamp)
 
         self.mapping = MappingNetwork(z_dim, w_dim, num_classes, mapping_layers, mapping_lr_mul, w_avg_beta)
         self.const = nn.Parameter(torch.randn(self.channels[4], 4, 4))
-        layers, torgbs, self.torgb_layers = [], [], []
+        layers, torgbs, self.torgb_layers, runs_after = [], [], [], []
         c_in = self.channels[4]
         for r in self.resolutions:
             c = self.channels[r]
-            layers.append(ModulatedConv(c_in, c, w_dim, r, up=r > 4, input_gain=1.0 if r == 4 else SQRT2))
-            layers.append(ModulatedConv(c, c, w_dim, r))
-            torgbs.append(ToRGB(c, image_channels, w_dim, r))
-            self.torgb_layers.append(len(layers) - 1)
+            if r > 4 or layout == "gat":
+                layers.append(ModulatedConv(c_in, c, w_dim, r, up=r > 4, input_gain=1.0 if r == 4 else SQRT2,
+                                            conv_clamp=conv_clamp))
+            layers.append(ModulatedConv(c, c, w_dim, r, input_gain=SQRT2 if layers else 1.0, conv_clamp=conv_clamp))
+            torgbs.append(ToRGB(c, image_channels, w_dim, r, conv_clamp=conv_clamp))
+            runs_after.append(len(layers) - 1)            # the conv whose output the ToRGB reads
+            self.torgb_layers.append(len(layers) - (1 if layout == "gat" else 0))   # the w index it reads
             c_in = c
         self.layers = nn.ModuleList(layers)
         self.torgbs = nn.ModuleList(torgbs)
         self.register_buffer("fir_up", _fir_kernel(image_channels, 4.0), persistent=False)
-        self.num_layers = len(layers)                     # = 2 * log2(resolution) - 2
-        self.num_ws = self.num_layers
-        self.layer_resolutions = [layer.resolution for layer in layers]
-        self._torgb_after = {li: j for j, li in enumerate(self.torgb_layers)}
+        self.num_convs = len(layers)
+        self.num_layers = self.num_ws = 2 * log2 - 2      # w indices (18 at 1024 px), in both layouts
+        self.conv_resolutions = [layer.resolution for layer in layers]
+        self.layer_resolutions = self.conv_resolutions + [resolution] * (self.num_layers - self.num_convs)
+        # The steps of ``_run``: in the "gat" layout ToRGB j runs right after conv torgb_layers[j] (same
+        # w index); in the "stylegan2" layout it runs at the start of the step of the w index it reads.
+        self._torgb_after = {li: j for j, li in enumerate(runs_after)} if layout == "gat" else {}
+        self._torgb_before = {} if layout == "gat" else {li: j for j, li in enumerate(self.torgb_layers)}
 
     # -- layer bookkeeping --------------------------------------------------------------------
 
@@ -439,11 +486,12 @@ class Generator(nn.Module):
         return Styles(conv, torgb)
 
     def noise_shapes(self, batch: int) -> List[Tuple[int, int, int, int]]:
-        return [(batch, 1, r, r) for r in self.layer_resolutions]
+        return [(batch, 1, r, r) for r in self.conv_resolutions]
 
     def make_noise(self, batch: int, generator: Optional[torch.Generator] = None,
                    device=None, dtype=None) -> List[Tensor]:
-        """The noise variables eta: one (B, 1, r, r) N(0, 1) image per layer (unit-variance input
+        """The noise variables eta: one (B, 1, r, r) N(0, 1) image per conv (``num_convs``: every
+        layer in the ``"gat"`` layout, all but the last in ``"stylegan2"``; unit-variance input
         space, see ``noise_space``). Deterministic given a seeded ``torch.Generator``."""
         p = self.const
         device = p.device if device is None else torch.device(device)
@@ -451,6 +499,22 @@ class Generator(nn.Module):
         gdev = device if generator is None else generator.device
         return [torch.randn(s, generator=generator, device=gdev, dtype=dtype).to(device)
                 for s in self.noise_shapes(batch)]
+
+    def set_const_noise(self, noises: Sequence[Tensor]) -> None:
+        """Keep fixed noise images, one per conv (upstream's ``noise_mode='const'`` noise: NVlabs'
+        ``noise_const``, rosinality's ``noises.noise_i``), as non-persistent buffers: they follow
+        ``.to()`` but are not in the state dict. ``G.const_noise()`` returns them for ``synthesize``."""
+        if len(noises) != self.num_convs:
+            raise ValueError(f"need {self.num_convs} noise images, got {len(noises)}")
+        for i, (n, r) in enumerate(zip(noises, self.conv_resolutions)):
+            self.register_buffer(f"const_noise_{i}", n.detach().reshape(1, 1, r, r).clone(), persistent=False)
+
+    def const_noise(self) -> Optional[List[Tensor]]:
+        """The fixed noise images stored by ``set_const_noise`` (each (1, 1, r, r), broadcast over
+        the batch by ``synthesize``), or None if there are none."""
+        if not hasattr(self, "const_noise_0"):
+            return None
+        return [getattr(self, f"const_noise_{i}") for i in range(self.num_convs)]
 
     # -- g --------------------------------------------------------------------------------------
 
@@ -461,8 +525,8 @@ class Generator(nn.Module):
 
         Args:
             styles: ``Styles`` from ``G.styles(w)`` (possibly perturbed; any ``requires_grad``).
-            noises: one eta per layer, each broadcastable to (B, 1, r, r); a ``None`` entry = no
-                noise in that layer; ``noises=None`` draws fresh random noise.
+            noises: one eta per conv (``G.num_convs``), each broadcastable to (B, 1, r, r); a
+                ``None`` entry = no noise in that conv; ``noises=None`` draws fresh random noise.
             noise_space: ``"input"``: eta is the unit-variance n, the layer adds ``strength * n``;
                 ``"scaled"``: eta is already ``strength * n`` and is added as is.
             start_layer, cache: run only layers ``>= start_layer`` starting from ``cache[start_layer]``
@@ -477,8 +541,9 @@ class Generator(nn.Module):
         batch = styles.conv[0].shape[0]
         if noises is None:
             noises = self.make_noise(batch)
-        if len(noises) != self.num_layers or len(styles.conv) != self.num_layers:
-            raise ValueError(f"need {self.num_layers} styles and noises, got {len(styles.conv)} and {len(noises)}")
+        if len(noises) != self.num_convs or len(styles.conv) != self.num_convs or len(styles.torgb) != len(self.torgbs):
+            raise ValueError(f"need {self.num_convs} conv styles, {len(self.torgbs)} ToRGB styles and "
+                             f"{self.num_convs} noises, got {len(styles.conv)}, {len(styles.torgb)} and {len(noises)}")
         if start_layer == 0:
             x, img = self.const[None], None
         else:
@@ -494,12 +559,19 @@ class Generator(nn.Module):
             if record is not None:
                 record[i] = (x.detach().expand(styles.conv[0].shape[0], -1, -1, -1) if i == 0 else x.detach(),
                              None if img is None else img.detach())
-            x = self.layers[i](x, styles.conv[i], noises[i], noise_space)
+            j = self._torgb_before.get(i)
+            if j is not None:
+                img = self._add_rgb(j, x, styles, img)
+            if i < self.num_convs:
+                x = self.layers[i](x, styles.conv[i], noises[i], noise_space)
             j = self._torgb_after.get(i)
             if j is not None:
-                rgb = self.torgbs[j](x, styles.torgb[j])
-                img = rgb if img is None else rgb + upsample2d(img, self.fir_up)
+                img = self._add_rgb(j, x, styles, img)
         return x, img
+
+    def _add_rgb(self, j: int, x: Tensor, styles: Styles, img: Optional[Tensor]) -> Tensor:
+        rgb = self.torgbs[j](x, styles.torgb[j])
+        return rgb if img is None else rgb + upsample2d(img, self.fir_up)
 
     @torch.no_grad()
     def cache(self, styles: Styles, noises: Sequence[Optional[Tensor]], start_layer: int,

@@ -1,0 +1,779 @@
+"""Safe loaders for the StyleGAN2 checkpoints users have, mapped onto gatlib's ``Generator``.
+
+Every loader returns a ``gatlib.generators.stylegan2.Generator`` in ``layout="stylegan2"`` (one conv
+at 4x4, as upstream; see the ``stylegan2`` module docstring, "Layouts"), so the paper's style
+variables y (``G.styles(w)``) and noise variables eta (``G.make_noise(B)``) work for them as for
+the embedded model::
+
+    from gatlib.generators.checkpoints import load_generator
+    G = load_generator("stylegan2-ffhq-config-f.pt")        # rosinality
+    G = load_generator("cifar10.pkl")                       # NVlabs stylegan2-ada-pytorch
+    images = G(G.sample_z(4), c, truncation_psi=0.7, noises=G.const_noise())
+
+Supported
+    * **rosinality/stylegan2-pytorch** ``.pt`` / ``.pth``: training checkpoints (``{"g", "d",
+      "g_ema", "g_optim", "d_optim", "args", "ada_aug_p"}``; ``g_ema`` is used) and converted or
+      ``g_ema``-only files (``{"g_ema", "latent_avg"}``), any size, channel multiplier, ``n_mlp``
+      and ``latent`` (read from the tensor shapes; ``args`` is cross-checked when present).
+    * **NVlabs stylegan2-ada-pytorch** ``.pkl`` snapshots (``{"G", "D", "G_ema", "augment_pipe",
+      "training_set_kwargs"}``; ``G_ema`` is used), unconditional and class-conditional
+      (``c_dim > 0``, e.g. their CIFAR-10 model), ``architecture="skip"`` generators, with
+      ``conv_clamp``. The StyleGAN2 networks of the stylegan3 repository (``networks_stylegan2``)
+      pickle the same way and load too.
+    * gatlib's own ``{"state_dict", "config"}`` files (``gatlib.zoo``), either layout.
+
+Not supported (refused with a message saying so)
+    StyleGAN3 (alias-free) synthesis networks (``SynthesisInput``, ``L0_...`` layers); TensorFlow-era
+    pickles (``dnnlib.tflib``: convert them with NVlabs' ``legacy.py`` first); ``"orig"`` /
+    ``"resnet"`` generator architectures; rosinality's SWAGAN; forks whose keys or filters differ
+    (unknown keys are listed in the error rather than silently dropped).
+
+Safety: nothing in a file is ever executed
+    * ``.pt`` files are read with ``torch.load(weights_only=True)``, whose allow-list is widened for
+      the duration of the call only (``torch.serialization.safe_globals``) by exactly one class,
+      ``argparse.Namespace`` (rosinality's ``args``). Any other global -> ``UnsafeCheckpointError``
+      naming it. ``weights_only=False`` is never used.
+    * NVlabs ``.pkl`` files are plain pickles of persistent classes whose *source code travels in
+      the file* (``torch_utils.persistence``: each module reduces to
+      ``_reconstruct_persistent_obj(meta)`` with ``meta = {type, version, module_src, class_name,
+      state}``, and NVlabs' own loader ``exec``s ``module_src``). ``SafeUnpickler`` resolves only
+      the globals in ``NVLABS_ALLOWED_GLOBALS``, each to a local, data-only replacement: persistent
+      objects become ``PersistentRecord(class_name, state, module_src)`` (the source is kept as text,
+      never executed), tensor storages (pickled by torch as ``torch.storage._load_from_bytes(b)``,
+      ``b`` a legacy ``torch.save`` blob) are read with ``torch.load(weights_only=True)``, numpy
+      scalars/arrays and dtypes are rebuilt from raw bytes for plain numeric dtypes only,
+      ``dnnlib.util.EasyDict`` becomes a dict, a few torch containers become ``TorchModuleRecord``.
+      Any other global -> ``UnsafeCheckpointError`` naming it, before anything is called.
+
+Conversions (upstream formula -> gatlib module; outputs match upstream to float rounding, see
+``tests/test_checkpoints.py``, which re-implements both upstream forward passes)
+    * Mapping: rosinality ``style.0`` is PixelNorm (= our ``normalize_2nd_moment``), ``style.{i+1}``
+      -> ``mapping.fcs.{i}``; NVlabs ``fc{i}`` -> ``mapping.fcs.{i}``, ``embed`` -> ``mapping.embed``
+      (both embed c, normalise and concatenate as our ``MappingNetwork``). Weights are stored
+      unscaled with the same equalized-lr run-time gain ``lr_mul / sqrt(fan_in)`` and bias gain
+      ``lr_mul`` (rosinality ``lr_mlp``, NVlabs ``bias_gain``), leaky ReLU x sqrt(2): copied as is.
+    * Affine maps A (rosinality ``modulation``, NVlabs ``affine``): copied (bias init 1, gain
+      1/sqrt(w_dim) on both sides).
+    * Modulated 3x3 convs: our module drops the equalized-lr gain of demodulated convs, so
+      rosinality weights (scaled at run time by ``1/sqrt(in*9)`` *before* demodulation) are stored
+      pre-multiplied by that scale (which also keeps the 1e-8 of the demodulation in the same
+      place); NVlabs demodulates the raw weight: copied. Up-sampling convs: both upstreams run
+      ``conv_transpose2d`` with the *unflipped* weight then the [1,3,3,1] filter with padding 1;
+      ours flips the kernel inside (``conv_transpose2d(x, W.T.flip)``), so those weights are
+      stored spatially flipped. The sqrt(2) of each leaky ReLU is applied by our ``input_gain``.
+    * Noise: rosinality ``noise.weight`` (1,) / NVlabs ``noise_strength`` () -> ``noise_strength``;
+      rosinality ``noises.noise_i`` / NVlabs ``noise_const`` -> ``G.const_noise()``
+      (``randomize_noise=False`` / ``noise_mode='const'``). Bias + leaky ReLU x sqrt(2)
+      (``FusedLeakyReLU`` / ``bias_act``) -> ``bias``.
+    * ToRGB (modulated 1x1, no demodulation, gain ``1/sqrt(in)``, reads ``sqrt(2) * lrelu``):
+      weight ``(1, C_img, C, 1, 1)`` / ``(C_img, C, 1, 1)`` -> ``(C_img, C)``, bias; the skip image
+      is up-sampled with the same [1,3,3,1] filter (upfirdn2d up=2, pad (2, 1)) as ours.
+    * ``latent_avg`` / ``w_avg`` -> ``mapping.w_avg``; a rosinality file without ``latent_avg``
+      (training checkpoints) gets it estimated from ``w_avg_samples`` latents (seed 0), like
+      rosinality's ``mean_latent(4096)``. ``w_avg_class`` (per-class truncation centres, a gatlib
+      notion) is filled with ``w_avg``, so ``truncation_psi`` with ``c`` reproduces NVlabs'
+      truncation until ``G.estimate_w_avg(n)`` refines it. ``conv_clamp`` -> ``G.conv_clamp``.
+    The loaded ``G.checkpoint_info`` records the source format and path.
+"""
+from __future__ import annotations
+
+import _compat_pickle
+import argparse
+import io
+import math
+import pickle
+import re
+import warnings
+import zipfile
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .stylegan2 import Generator, _fir_kernel
+
+PathLike = Union[str, Path]
+
+#: The only global ``torch.load(weights_only=True)`` may resolve beyond torch's defaults.
+ROSINALITY_SAFE_GLOBALS = [argparse.Namespace]
+
+_LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"   # pickled magic number of old torch.save
+
+
+class CheckpointError(ValueError):
+    """The file is not a checkpoint we can read: corrupt, an unknown format, or an unsupported
+    architecture (the message names what was found)."""
+
+
+class UnsafeCheckpointError(CheckpointError, pickle.UnpicklingError):
+    """The file asks to import or run something outside the allow-list (the message names it).
+    Nothing from the file was executed."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Plain-data records of pickled modules
+
+
+class ModuleRecord:
+    """A module read from a pickle as plain data: its class name and its ``__dict__`` (``state``),
+    which holds ``_parameters``, ``_buffers``, ``_modules`` and the attributes set in ``__init__``."""
+
+    class_name: str = "?"
+
+    def __init__(self, class_name: str, state: Dict[str, Any]):
+        self.class_name, self.state = class_name, state
+
+    def _part(self, key: str) -> Dict[str, Any]:
+        part = self.state.get(key)
+        return part if isinstance(part, dict) else {}
+
+    @property
+    def parameters(self) -> Dict[str, Any]:
+        return self._part("_parameters")
+
+    @property
+    def buffers(self) -> Dict[str, Any]:
+        return self._part("_buffers")
+
+    @property
+    def modules(self) -> Dict[str, Any]:
+        return self._part("_modules")
+
+    def get(self, name: str, default: Any = None) -> Any:
+        for part in (self.parameters, self.buffers, self.modules, self.state):
+            if name in part:
+                return part[name]
+        return default
+
+    def __getitem__(self, name: str) -> Any:
+        value = self.get(name, _MISSING)
+        if value is _MISSING:
+            raise CheckpointError(f"{self.class_name} has no {name!r} (it has parameters {sorted(self.parameters)}, "
+                                  f"buffers {sorted(self.buffers)}, submodules {sorted(self.modules)})")
+        return value
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.class_name!r}, submodules={sorted(self.modules)})"
+
+
+_MISSING = object()
+
+
+class PersistentRecord(ModuleRecord):
+    """An NVlabs persistent object (``torch_utils.persistence``), never instantiated: ``module_src``
+    is the source code that travelled with it, kept as text and never executed."""
+
+    def __init__(self, class_name: str, state: Dict[str, Any], module_src: str = "", version: Any = None):
+        super().__init__(class_name, state)
+        self.module_src, self.version = module_src, version
+
+
+class TorchModuleRecord(ModuleRecord):
+    """A plain ``torch.nn`` container pickled by reference (``ModuleList``, ``Sequential``, ...),
+    rebuilt as data: pickle creates it empty and hands its ``__dict__`` to ``__setstate__``."""
+
+    def __new__(cls, *args, **kwargs):
+        obj = super().__new__(cls)
+        obj.state = {}
+        return obj
+
+    def __init__(self, *args, **kwargs):   # never called by pickle (NEWOBJ)
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, dict):
+            raise UnsafeCheckpointError(f"{self.class_name}: unexpected state of type {type(state).__name__}")
+        self.state = state
+
+
+def _torch_module_record(module: str, name: str) -> type:
+    return type(f"{name}Record", (TorchModuleRecord,), {"class_name": f"{module}.{name}"})
+
+
+class EasyDictRecord(dict):
+    """``dnnlib.util.EasyDict`` read as a plain dict (with attribute access)."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+# ----------------------------------------------------------------------------------------------
+# Data-only replacements of the globals NVlabs pickles reference
+
+
+def _persistent_object(meta: Any) -> PersistentRecord:
+    """Replacement of ``torch_utils.persistence._reconstruct_persistent_obj``: no ``exec``."""
+    if not isinstance(meta, dict) or meta.get("type") != "class":
+        raise UnsafeCheckpointError("malformed NVlabs persistent object: expected meta = {'type': 'class', ...}, "
+                                    f"got {type(meta).__name__} {str(meta)[:80]}")
+    class_name, state, src = meta.get("class_name"), meta.get("state"), meta.get("module_src", "")
+    if not isinstance(class_name, str) or not isinstance(state, dict) or not isinstance(src, str):
+        raise UnsafeCheckpointError("malformed NVlabs persistent object (class_name/state/module_src)")
+    return PersistentRecord(class_name, dict(state), src, meta.get("version"))
+
+
+def _storage_from_bytes(blob: Any):
+    """Replacement of ``torch.storage._load_from_bytes``: the blob is read with
+    ``torch.load(weights_only=True)`` and must hold a tensor storage."""
+    if not isinstance(blob, (bytes, bytearray)):
+        raise UnsafeCheckpointError(f"tensor storage blob is a {type(blob).__name__}, not bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")          # TypedStorage deprecation notices
+            storage = torch.load(io.BytesIO(bytes(blob)), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise _refusal(err, "a tensor storage blob inside the pickle") from None
+    except Exception as err:                          # corrupt blob
+        raise CheckpointError(f"unreadable tensor storage blob inside the pickle: {err}") from None
+    if not isinstance(storage, (torch.storage.TypedStorage, torch.UntypedStorage)):
+        raise UnsafeCheckpointError(f"a tensor storage blob holds a {type(storage).__name__}, not a storage")
+    return storage
+
+
+def _rebuild_tensor(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None,
+                    metadata=None) -> Tensor:
+    """Replacement of ``torch._utils._rebuild_tensor_v2`` (hooks and metadata are ignored)."""
+    if not isinstance(storage, torch.storage.TypedStorage):
+        raise UnsafeCheckpointError(f"tensor rebuilt from a {type(storage).__name__}, not a storage")
+    if not (isinstance(storage_offset, int) and all(isinstance(v, int) for v in (*size, *stride))):
+        raise UnsafeCheckpointError("tensor with non-integer offset, size or stride")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tensor = torch._utils._rebuild_tensor(storage, storage_offset, tuple(size), tuple(stride))
+    if requires_grad and tensor.is_floating_point():
+        tensor.requires_grad_(True)
+    return tensor
+
+
+def _rebuild_parameter(data, requires_grad, backward_hooks=None, state=None) -> torch.nn.Parameter:
+    """Replacement of ``torch._utils._rebuild_parameter(_with_state)`` (hooks/state ignored)."""
+    if not isinstance(data, Tensor):
+        raise UnsafeCheckpointError(f"parameter rebuilt from a {type(data).__name__}, not a tensor")
+    return torch.nn.Parameter(data, requires_grad=bool(requires_grad) and data.is_floating_point())
+
+
+def _codecs_encode(text: Any, encoding: str = "utf-8") -> bytes:
+    """``_codecs.encode(str, 'latin1')``: how pickle protocol 2 writes bytes; nothing else allowed."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise UnsafeCheckpointError(f"refused _codecs.encode({type(text).__name__}, {encoding!r})")
+    return text.encode("latin1")
+
+
+class NumpyDType:
+    """A numpy dtype pickled as ``numpy.dtype(name, align, copy)`` + state, kept as data: only plain
+    numeric dtypes (bool, int, uint, float, complex) and a byte order are accepted."""
+
+    def __init__(self, name: Any, align: Any = False, copy: Any = True):
+        if not isinstance(name, str):
+            raise UnsafeCheckpointError(f"numpy dtype named by a {type(name).__name__}")
+        try:
+            dtype = np.dtype(name)
+        except TypeError:
+            raise UnsafeCheckpointError(f"unknown numpy dtype {name!r}") from None
+        if dtype.kind not in "biufc" or dtype.fields is not None or dtype.subdtype is not None:
+            raise UnsafeCheckpointError(f"refused numpy dtype {name!r} (only plain numeric dtypes are read)")
+        self.dtype = dtype
+
+    def __setstate__(self, state: Any) -> None:
+        # (version, byteorder, subarray, names, fields, elsize, alignment, flags)
+        if not isinstance(state, tuple) or len(state) < 5 or any(v is not None for v in state[2:5]):
+            raise UnsafeCheckpointError("refused a structured or sub-array numpy dtype")
+        if state[1] in ("<", ">"):
+            self.dtype = self.dtype.newbyteorder(state[1])
+
+
+def _numpy_scalar(dtype: Any, data: Any = None):
+    """Replacement of ``numpy.core.multiarray.scalar``: a numeric scalar read from its raw bytes."""
+    if not isinstance(dtype, NumpyDType) or not isinstance(data, (bytes, bytearray)) or len(data) != dtype.dtype.itemsize:
+        raise UnsafeCheckpointError("refused a numpy scalar that is not a plain numeric value")
+    return np.frombuffer(bytes(data), dtype=dtype.dtype)[0]
+
+
+class NumpyArray:
+    """A numpy array pickled as ``_reconstruct(ndarray, ...)`` + state, rebuilt from raw bytes
+    (numeric dtypes only); the array is ``.array``."""
+
+    def __init__(self, *args):
+        self.array = None
+
+    def __setstate__(self, state: Any) -> None:
+        ok = isinstance(state, tuple) and len(state) == 5 and isinstance(state[2], NumpyDType) \
+            and isinstance(state[4], (bytes, bytearray)) and all(isinstance(s, int) for s in state[1])
+        if not ok:
+            raise UnsafeCheckpointError("refused a numpy array that is not a plain numeric array")
+        _, shape, dtype, fortran, data = state
+        count = int(np.prod(shape)) if len(shape) else 1
+        if len(data) != count * dtype.dtype.itemsize:
+            raise UnsafeCheckpointError("numpy array with inconsistent size")
+        self.array = np.frombuffer(bytes(data), dtype=dtype.dtype).reshape(shape, order="F" if fortran else "C").copy()
+
+    def __array__(self, dtype=None, copy=None):
+        return self.array if dtype is None else self.array.astype(dtype)
+
+
+def _numpy_reconstruct(cls: Any, shape: Any = (0,), typecode: Any = b"b") -> NumpyArray:
+    if cls is not NumpyArray:
+        raise UnsafeCheckpointError("numpy _reconstruct of something other than numpy.ndarray")
+    return NumpyArray()
+
+
+_TORCH_CONTAINERS = [("torch.nn.modules.container", n) for n in ("ModuleList", "ModuleDict", "Sequential",
+                                                                   "ParameterList", "ParameterDict")]
+_TORCH_CONTAINERS.append(("torch.nn.modules.linear", "Identity"))
+
+#: ``module.name`` -> the local, data-only object it resolves to in NVlabs pickles. Nothing else.
+NVLABS_ALLOWED_GLOBALS: Dict[str, Any] = {
+    "torch_utils.persistence._reconstruct_persistent_obj": _persistent_object,
+    "torch._utils._rebuild_tensor_v2": _rebuild_tensor,
+    "torch._utils._rebuild_parameter": _rebuild_parameter,
+    "torch._utils._rebuild_parameter_with_state": _rebuild_parameter,
+    "torch.storage._load_from_bytes": _storage_from_bytes,
+    "collections.OrderedDict": OrderedDict,
+    "builtins.set": set,
+    "builtins.frozenset": frozenset,
+    "_codecs.encode": _codecs_encode,
+    "dnnlib.util.EasyDict": EasyDictRecord,
+    "dnnlib.EasyDict": EasyDictRecord,
+    "numpy.dtype": NumpyDType,
+    "numpy.ndarray": NumpyArray,
+    "numpy.core.multiarray.scalar": _numpy_scalar,
+    "numpy._core.multiarray.scalar": _numpy_scalar,
+    "numpy.core.multiarray._reconstruct": _numpy_reconstruct,
+    "numpy._core.multiarray._reconstruct": _numpy_reconstruct,
+    **{f"{m}.{n}": _torch_module_record(m, n) for m, n in _TORCH_CONTAINERS},
+}
+
+
+def _refused_message(name: str, where: str) -> str:
+    msg = f"refused to load {where}: it references the global `{name}`, which is not on the allow-list"
+    if name.startswith("dnnlib.tflib"):
+        msg += (" -- this is a TensorFlow-era StyleGAN/StyleGAN2 pickle; convert it to a PyTorch pickle with "
+                "NVlabs' stylegan2-ada-pytorch `legacy.py` first")
+    return msg + ". Nothing from the file was executed."
+
+
+def _refusal(err: BaseException, where: str) -> CheckpointError:
+    """A ``torch.load(weights_only=True)`` failure -> UnsafeCheckpointError naming the global, or
+    CheckpointError if the data is simply not readable."""
+    match = re.search(r"GLOBAL ([\w.]+)", str(err))
+    if match:
+        return UnsafeCheckpointError(_refused_message(match.group(1), where) +
+                                     " (torch.load(weights_only=True) refused it; gatlib never retries with "
+                                     "weights_only=False, which would run code from the file.)")
+    return CheckpointError(f"unreadable or corrupt {where}: {str(err).splitlines()[-1] if str(err) else err!r}")
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """Unpickler that resolves only ``NVLABS_ALLOWED_GLOBALS`` (each to a data-only replacement)."""
+
+    def __init__(self, file, where: str = "the pickle"):
+        super().__init__(file)
+        self.where = where
+
+    def find_class(self, module: str, name: str) -> Any:
+        # Python 2 names (pickle protocols < 3 with fix_imports), e.g. __builtin__.set -> builtins.set
+        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        key = f"{module}.{name}"
+        if key in NVLABS_ALLOWED_GLOBALS:
+            return NVLABS_ALLOWED_GLOBALS[key]
+        raise UnsafeCheckpointError(_refused_message(key, self.where))
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise UnsafeCheckpointError(f"refused to load {self.where}: unexpected persistent id {str(pid)[:60]}")
+
+
+# ----------------------------------------------------------------------------------------------
+# File-level readers
+
+
+def _check_file(path: PathLike) -> Path:
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint file at {path}")
+    if not path.is_file():
+        raise CheckpointError(f"{path} is not a file")
+    return path
+
+
+def read_nvlabs_pkl(path: PathLike) -> Any:
+    """The content of an NVlabs ``.pkl`` (usually a dict with ``G``, ``D``, ``G_ema``, ...), with
+    every persistent module as a ``PersistentRecord``; see the module docstring, "Safety"."""
+    path = _check_file(path)
+    try:
+        with open(path, "rb") as f:
+            return SafeUnpickler(f, where=str(path)).load()
+    except CheckpointError:
+        raise
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
+            KeyError, RuntimeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: unreadable or corrupt pickle ({type(err).__name__}: {err})") from None
+
+
+def torch_load_safe(path: PathLike) -> Any:
+    """``torch.load(path, weights_only=True)`` with ``argparse.Namespace`` allowed for this call
+    only; refusals and corrupt files become ``UnsafeCheckpointError`` / ``CheckpointError``."""
+    path = _check_file(path)
+    try:
+        with torch.serialization.safe_globals(ROSINALITY_SAFE_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise _refusal(err, str(path)) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: unreadable or corrupt PyTorch checkpoint "
+                              f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+
+
+def load_generator(source: PathLike, device: Union[str, torch.device] = "cpu",
+                   w_avg_samples: int = 4096) -> Generator:
+    """Any supported checkpoint -> ``Generator`` (eval mode) on ``device``.
+
+    ``.pkl`` -> NVlabs (``load_nvlabs_pkl``); ``.pt`` / ``.pth`` -> gatlib's ``{"state_dict",
+    "config"}`` if present, else rosinality (``load_rosinality``); other suffixes are recognised by
+    content. Raises FileNotFoundError, ``CheckpointError`` (corrupt / unknown format, naming the
+    keys found) or ``UnsafeCheckpointError`` (a refused global, named)."""
+    path = _check_file(source)
+    suffix = path.suffix.lower()
+    if suffix == ".pkl" and not _is_torch_file(path):
+        return load_nvlabs_pkl(path, device, w_avg_samples)
+    if suffix in (".pt", ".pth") or _is_torch_file(path):
+        return _from_torch_object(torch_load_safe(path), path, w_avg_samples).to(device).eval()
+    if _is_pickle(path):
+        return load_nvlabs_pkl(path, device, w_avg_samples)
+    raise CheckpointError(f"{path}: unrecognised checkpoint (supported: rosinality or gatlib .pt/.pth, NVlabs .pkl)")
+
+
+def _head(path: Path, n: int = 16) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(n)
+
+
+def _is_torch_file(path: Path) -> bool:
+    return zipfile.is_zipfile(path) or _head(path).startswith(_LEGACY_TORCH_MAGIC)
+
+
+def _is_pickle(path: Path) -> bool:
+    return _head(path, 1) == b"\x80"
+
+
+def _from_torch_object(obj: Any, path: Path, w_avg_samples: int) -> Generator:
+    if isinstance(obj, dict):
+        if "state_dict" in obj and "config" in obj:
+            return _from_gatlib(obj, path)
+        if _rosinality_entry(obj):
+            return _from_rosinality(obj, path, w_avg_samples)
+        if _is_rosinality_state(obj):
+            return _from_rosinality({"g_ema": obj}, path, w_avg_samples)
+        found = sorted(str(k) for k in obj)
+        inner = {k: sorted(obj[k])[:8] for k in ("g_ema", "g") if isinstance(obj.get(k), dict)}
+        raise CheckpointError(f"{path}: unknown checkpoint format: top-level keys {found[:20]}"
+                              + (f", {inner}" if inner else "") +
+                              "; expected rosinality ({'g_ema', ...} with 'input.input', 'conv1.conv.weight', ...) "
+                              "or gatlib ({'state_dict', 'config'})")
+    raise CheckpointError(f"{path}: unknown checkpoint format: a {type(obj).__name__}, not a dict")
+
+
+def _from_gatlib(obj: dict, path: Path) -> Generator:
+    try:
+        G = Generator(**obj["config"])
+        G.load_state_dict(obj["state_dict"])
+    except (TypeError, RuntimeError, ValueError, KeyError) as err:
+        raise CheckpointError(f"{path}: a gatlib checkpoint whose config/state_dict do not fit Generator: {err}") from None
+    G.checkpoint_info = {"format": "gatlib", "path": str(path)}
+    return G
+
+
+# ----------------------------------------------------------------------------------------------
+# rosinality/stylegan2-pytorch
+
+
+def _is_rosinality_state(sd: dict) -> bool:
+    return "input.input" in sd and "conv1.conv.weight" in sd
+
+
+def _rosinality_entry(ckpt: dict) -> Optional[str]:
+    """The key of the generator state dict to use: ``g_ema`` (else ``g``), or None."""
+    return next((k for k in ("g_ema", "g") if isinstance(ckpt.get(k), dict) and _is_rosinality_state(ckpt[k])), None)
+
+
+def load_rosinality(path: PathLike, device: Union[str, torch.device] = "cpu", w_avg_samples: int = 4096) -> Generator:
+    """A rosinality ``.pt`` (training checkpoint or ``g_ema``-only) -> ``Generator`` (eval mode).
+    ``w_avg_samples``: latents used to estimate ``w_avg`` when the file has no ``latent_avg``
+    (0 = leave it at zero)."""
+    path = _check_file(path)
+    obj = torch_load_safe(path)
+    if isinstance(obj, dict) and _is_rosinality_state(obj):      # a bare g_ema state dict
+        obj = {"g_ema": obj}
+    if not (isinstance(obj, dict) and _rosinality_entry(obj)):
+        found = f"keys {sorted(map(str, obj))[:20]}" if isinstance(obj, dict) else f"a {type(obj).__name__}"
+        raise CheckpointError(f"{path}: not a rosinality checkpoint ({found}; expected 'g_ema' with 'input.input', "
+                              "'conv1.conv.weight', ...); load_generator reads the other formats")
+    return _from_rosinality(obj, path, w_avg_samples).to(device).eval()
+
+
+def _from_rosinality(ckpt: dict, path: Path, w_avg_samples: int) -> Generator:
+    key = _rosinality_entry(ckpt)
+    sd = {k: v for k, v in ckpt[key].items()}
+    args = ckpt.get("args")
+    arg = (lambda name, default=None: getattr(args, name, default)) if args is not None else (lambda n, d=None: d)
+    if arg("arch", "stylegan2") != "stylegan2":
+        raise CheckpointError(f"{path}: rosinality arch {arg('arch')!r} is not supported (only 'stylegan2')")
+
+    n_mlp = len([k for k in sd if re.fullmatch(r"style\.\d+\.weight", k)])
+    n_rgbs = 1 + len({k.split(".")[1] for k in sd if k.startswith("to_rgbs.")})
+    size = 2 ** (n_rgbs + 1)
+    style_dim = int(sd["style.1.weight"].shape[1]) if n_mlp else int(sd["conv1.conv.modulation.weight"].shape[1])
+    checks = {"size": size, "n_mlp": n_mlp, "latent": style_dim}
+    bad = {k: (arg(k), v) for k, v in checks.items() if arg(k) is not None and arg(k) != v}
+    if bad:
+        raise CheckpointError(f"{path}: args disagree with the weights (args, weights): {bad}")
+    channels = {4: int(sd["input.input"].shape[1])}
+    for i in range(n_rgbs - 1):
+        channels[2 ** (i + 3)] = int(sd[f"convs.{2 * i}.conv.weight"].shape[1])
+    image_channels = int(sd["to_rgb1.conv.weight"].shape[1])
+
+    G = Generator(resolution=size, num_classes=0, z_dim=style_dim, w_dim=style_dim, mapping_layers=n_mlp,
+                  channels=channels, image_channels=image_channels, mapping_lr_mul=float(arg("lr_mlp", 0.01)),
+                  layout="stylegan2")
+    used, new = set(), {}
+
+    def take(name: str) -> Tensor:
+        if name not in sd:
+            raise CheckpointError(f"{path}: rosinality state dict lacks {name!r}")
+        used.add(name)
+        return sd[name].detach().float()
+
+    for i in range(n_mlp):
+        new[f"mapping.fcs.{i}.weight"] = take(f"style.{i + 1}.weight")
+        new[f"mapping.fcs.{i}.bias"] = take(f"style.{i + 1}.bias")
+    new["const"] = take("input.input")[0]
+    fir = _fir_kernel(1, 4.0)[0, 0]
+    for k in range(G.num_convs):
+        p = "conv1" if k == 0 else f"convs.{k - 1}"
+        w = take(f"{p}.conv.weight")[0]
+        w = w / math.sqrt(w.shape[1] * w.shape[2] * w.shape[3])       # rosinality's run-time scale, pre-applied
+        if G.layers[k].up:
+            _check_filter(take(f"{p}.conv.blur.kernel"), fir, f"{path}: {p}.conv.blur.kernel")
+            w = w.flip([2, 3])                                      # ours flips inside conv_transpose2d
+        new[f"layers.{k}.weight"] = w
+        new[f"layers.{k}.affine.weight"] = take(f"{p}.conv.modulation.weight")
+        new[f"layers.{k}.affine.bias"] = take(f"{p}.conv.modulation.bias")
+        new[f"layers.{k}.noise_strength"] = take(f"{p}.noise.weight").reshape(())
+        new[f"layers.{k}.bias"] = take(f"{p}.activate.bias")
+    for j in range(len(G.torgbs)):
+        p = "to_rgb1" if j == 0 else f"to_rgbs.{j - 1}"
+        new[f"torgbs.{j}.weight"] = take(f"{p}.conv.weight")[0, :, :, 0, 0]
+        new[f"torgbs.{j}.affine.weight"] = take(f"{p}.conv.modulation.weight")
+        new[f"torgbs.{j}.affine.bias"] = take(f"{p}.conv.modulation.bias")
+        new[f"torgbs.{j}.bias"] = take(f"{p}.bias").reshape(-1)
+        if j:
+            _check_filter(take(f"{p}.upsample.kernel"), fir, f"{path}: {p}.upsample.kernel")
+    noises = [sd.get(f"noises.noise_{i}") for i in range(G.num_convs)]
+    used.update(f"noises.noise_{i}" for i in range(G.num_convs))
+    unknown = sorted(set(sd) - used)
+    if unknown:
+        raise CheckpointError(f"{path}: rosinality state dict has keys this loader does not know (a fork?): {unknown[:10]}")
+
+    latent_avg = ckpt.get("latent_avg")
+    w_avg = None if latent_avg is None else torch.as_tensor(latent_avg).detach().float().reshape(-1)
+    _load_converted(G, new, w_avg, path)
+    if w_avg is None and w_avg_samples:
+        G.estimate_w_avg(n=w_avg_samples, generator=torch.Generator().manual_seed(0))
+        G.mapping.w_avg_class.copy_(G.mapping.w_avg.expand_as(G.mapping.w_avg_class))
+    if all(isinstance(n, Tensor) for n in noises):
+        G.set_const_noise([n.detach().float() for n in noises])
+    G.checkpoint_info = {"format": "rosinality", "path": str(path), "entry": key,
+                         "latent_avg": latent_avg is not None}
+    return G
+
+
+def _check_filter(kernel: Tensor, expected: Tensor, what: str) -> None:
+    if kernel.shape != expected.shape or not torch.allclose(kernel.float(), expected, atol=1e-6):
+        raise CheckpointError(f"{what}: resampling filter is not [1,3,3,1] (a fork?): {kernel.tolist()}")
+
+
+def _load_converted(G: Generator, new: Dict[str, Tensor], w_avg: Optional[Tensor], path: Path) -> None:
+    if w_avg is not None:
+        new["mapping.w_avg"] = w_avg
+        new["mapping.w_avg_class"] = w_avg.expand_as(G.mapping.w_avg_class).clone()
+    else:
+        new["mapping.w_avg"] = G.mapping.w_avg.clone()
+        new["mapping.w_avg_class"] = G.mapping.w_avg_class.clone()
+    try:
+        G.load_state_dict(new, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: weights do not fit the inferred architecture: {err}") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# NVlabs stylegan2-ada-pytorch
+
+
+def load_nvlabs_pkl(path: PathLike, device: Union[str, torch.device] = "cpu", w_avg_samples: int = 4096) -> Generator:
+    """An NVlabs stylegan2-ada-pytorch ``.pkl`` -> ``Generator`` (eval mode) from its ``G_ema``
+    (``G`` if there is no ``G_ema``), read without executing anything from the file."""
+    path = _check_file(path)
+    if _is_torch_file(path):                       # a torch.save file named .pkl
+        return _from_torch_object(torch_load_safe(path), path, w_avg_samples).to(device).eval()
+    data = read_nvlabs_pkl(path)
+    if isinstance(data, dict):
+        key = next((k for k in ("G_ema", "G") if isinstance(data.get(k), ModuleRecord)), None)
+        if key is not None:
+            G = nvlabs_generator(data[key], where=f"{path}: {key}", w_avg_samples=w_avg_samples)
+            G.checkpoint_info = {"format": "nvlabs", "path": str(path), "entry": key}
+            return G.to(device).eval()
+        raise CheckpointError(f"{path}: unknown pickle format: keys {sorted(map(str, data))[:20]}; "
+                              "expected an NVlabs snapshot with 'G_ema'")
+    if isinstance(data, ModuleRecord):
+        G = nvlabs_generator(data, where=str(path), w_avg_samples=w_avg_samples)
+        G.checkpoint_info = {"format": "nvlabs", "path": str(path), "entry": None}
+        return G.to(device).eval()
+    raise CheckpointError(f"{path}: unknown pickle format: a {type(data).__name__}")
+
+
+def _tensor(value: Any, what: str) -> Tensor:
+    if not isinstance(value, Tensor):
+        raise CheckpointError(f"{what} is a {type(value).__name__}, not a tensor")
+    return value.detach().float()
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-5 * max(abs(a), abs(b), 1e-12)
+
+
+def nvlabs_generator(rec: ModuleRecord, where: str = "G", w_avg_samples: int = 4096) -> Generator:
+    """An NVlabs ``Generator`` record (``read_nvlabs_pkl(path)["G_ema"]``) -> our ``Generator``."""
+    if rec.class_name != "Generator":
+        raise CheckpointError(f"{where}: expected an NVlabs Generator, got class {rec.class_name!r}")
+    synthesis, mapping = rec["synthesis"], rec["mapping"]
+    blocks = {name: m for name, m in synthesis.modules.items()}
+    if "input" in blocks or any(getattr(m, "class_name", "") == "SynthesisInput" for m in blocks.values()) \
+            or "class SynthesisInput" in getattr(synthesis, "module_src", ""):
+        raise CheckpointError(f"{where}: a StyleGAN3 (alias-free) synthesis network; only StyleGAN2 "
+                              "(stylegan2-ada-pytorch / networks_stylegan2) generators are supported")
+    if synthesis.class_name != "SynthesisNetwork":
+        raise CheckpointError(f"{where}: unknown synthesis class {synthesis.class_name!r}")
+    z_dim, c_dim, w_dim = int(rec["z_dim"]), int(rec["c_dim"]), int(rec["w_dim"])
+    resolution, img_channels = int(rec["img_resolution"]), int(rec["img_channels"])
+    if z_dim <= 0:
+        raise CheckpointError(f"{where}: z_dim = {z_dim} (no latent input) is not supported")
+    resolutions = [2 ** i for i in range(2, int(math.log2(resolution)) + 1)]
+    missing = [f"b{r}" for r in resolutions if f"b{r}" not in blocks]
+    if missing:
+        raise CheckpointError(f"{where}: synthesis network lacks blocks {missing} (it has {sorted(blocks)})")
+
+    # -- mapping
+    num_layers = int(mapping["num_layers"])
+    fcs = [mapping[f"fc{i}"] for i in range(num_layers)]
+    for i, fc in enumerate(fcs):
+        if fc.get("activation", "lrelu") != "lrelu":
+            raise CheckpointError(f"{where}: mapping fc{i} activation {fc.get('activation')!r} (only 'lrelu')")
+    lr_mul = float(fcs[0].get("bias_gain", 0.01))
+    fc0_in = _tensor(fcs[0]["weight"], f"{where}: mapping.fc0.weight").shape[1]
+    if "weight_gain" in fcs[0].state and not _close(float(fcs[0]["weight_gain"]), lr_mul / math.sqrt(fc0_in)):
+        raise CheckpointError(f"{where}: mapping weight gain {float(fcs[0]['weight_gain'])} is not lr_mul/sqrt(fan_in)")
+    if fc0_in != z_dim + (w_dim if c_dim else 0) or any(fc["weight"].shape[0] != w_dim for fc in fcs):
+        raise CheckpointError(f"{where}: mapping with embed_features/layer_features != w_dim is not supported")
+    w_avg_beta = mapping.get("w_avg_beta", 0.995)
+    w_avg_buf = mapping.buffers.get("w_avg")
+
+    # -- synthesis
+    layers, torgbs, const = [], [], None
+    conv_clamps = set()
+    for r in resolutions:
+        block = blocks[f"b{r}"]
+        arch = block.get("architecture", "skip")
+        if arch != "skip":
+            raise CheckpointError(f"{where}: generator architecture {arch!r} is not supported (only 'skip')")
+        _check_filter(_tensor(block["resample_filter"], f"{where}: b{r}.resample_filter"),
+                      _fir_kernel(1, 1.0)[0, 0], f"{where}: b{r}.resample_filter")
+        if r == 4:
+            const = _tensor(block["const"], f"{where}: b4.const")
+        else:
+            layers.append((f"b{r}.conv0", block["conv0"]))
+        layers.append((f"b{r}.conv1", block["conv1"]))
+        torgbs.append((f"b{r}.torgb", block["torgb"]))
+    for name, layer in layers:
+        if layer.get("activation", "lrelu") != "lrelu" or tuple(layer["weight"].shape[2:]) != (3, 3):
+            raise CheckpointError(f"{where}: {name} is not a 3x3 leaky-ReLU SynthesisLayer")
+        conv_clamps.add(layer.get("conv_clamp"))
+    for name, rgb in torgbs:
+        conv_clamps.add(rgb.get("conv_clamp"))
+    if len(conv_clamps) != 1:
+        raise CheckpointError(f"{where}: layers disagree on conv_clamp: {conv_clamps}")
+    conv_clamp = conv_clamps.pop()
+    channels = {r: int(const.shape[0]) if r == 4 else int(blocks[f"b{r}"]["conv1"]["weight"].shape[0])
+                for r in resolutions}
+
+    G = Generator(resolution=resolution, num_classes=c_dim, z_dim=z_dim, w_dim=w_dim, mapping_layers=num_layers,
+                  channels=channels, image_channels=img_channels, mapping_lr_mul=lr_mul,
+                  w_avg_beta=0.995 if w_avg_beta is None else float(w_avg_beta), layout="stylegan2",
+                  conv_clamp=None if conv_clamp is None else float(conv_clamp))
+    new: Dict[str, Tensor] = {}
+    for i, fc in enumerate(fcs):
+        new[f"mapping.fcs.{i}.weight"] = _tensor(fc["weight"], f"{where}: mapping.fc{i}.weight")
+        new[f"mapping.fcs.{i}.bias"] = _tensor(fc["bias"], f"{where}: mapping.fc{i}.bias")
+    if c_dim:
+        embed = mapping["embed"]
+        if not _close(float(embed.get("bias_gain", 1.0)), 1.0) or embed.get("activation", "linear") != "linear":
+            raise CheckpointError(f"{where}: mapping.embed is not a linear layer with lr multiplier 1")
+        new["mapping.embed.weight"] = _tensor(embed["weight"], f"{where}: mapping.embed.weight")
+        new["mapping.embed.bias"] = _tensor(embed["bias"], f"{where}: mapping.embed.bias")
+    new["const"] = const
+    const_noise = []
+    for k, (name, layer) in enumerate(layers):
+        w = _tensor(layer["weight"], f"{where}: {name}.weight")
+        up = int(layer.get("up", 1))
+        if (up == 2) != G.layers[k].up:
+            raise CheckpointError(f"{where}: {name} has up={up}, expected {2 if G.layers[k].up else 1}")
+        new[f"layers.{k}.weight"] = w.flip([2, 3]) if up == 2 else w     # ours flips inside conv_transpose2d
+        new[f"layers.{k}.bias"] = _tensor(layer["bias"], f"{where}: {name}.bias")
+        new[f"layers.{k}.affine.weight"] = _tensor(layer["affine"]["weight"], f"{where}: {name}.affine.weight")
+        new[f"layers.{k}.affine.bias"] = _tensor(layer["affine"]["bias"], f"{where}: {name}.affine.bias")
+        if layer.get("use_noise", True):
+            new[f"layers.{k}.noise_strength"] = _tensor(layer["noise_strength"], f"{where}: {name}.noise_strength").reshape(())
+            nc = layer.buffers.get("noise_const")
+            const_noise.append(None if nc is None else _tensor(nc, f"{where}: {name}.noise_const"))
+        else:
+            new[f"layers.{k}.noise_strength"] = torch.zeros(())
+            const_noise.append(None)
+    for j, (name, rgb) in enumerate(torgbs):
+        w = _tensor(rgb["weight"], f"{where}: {name}.weight")
+        if tuple(w.shape[2:]) != (1, 1):
+            raise CheckpointError(f"{where}: {name} is not a 1x1 ToRGB")
+        new[f"torgbs.{j}.weight"] = w[:, :, 0, 0]
+        new[f"torgbs.{j}.bias"] = _tensor(rgb["bias"], f"{where}: {name}.bias")
+        new[f"torgbs.{j}.affine.weight"] = _tensor(rgb["affine"]["weight"], f"{where}: {name}.affine.weight")
+        new[f"torgbs.{j}.affine.bias"] = _tensor(rgb["affine"]["bias"], f"{where}: {name}.affine.bias")
+    w_avg = None if w_avg_buf is None else _tensor(w_avg_buf, f"{where}: mapping.w_avg").reshape(-1)
+    _load_converted(G, new, w_avg, Path(where))
+    if w_avg is None and w_avg_samples:
+        G.estimate_w_avg(n=w_avg_samples, generator=torch.Generator().manual_seed(0))
+    if all(n is not None for n in const_noise):
+        G.set_const_noise(const_noise)
+    return G
+
+
+__all__ = [
+    "CheckpointError",
+    "EasyDictRecord",
+    "ModuleRecord",
+    "NVLABS_ALLOWED_GLOBALS",
+    "PersistentRecord",
+    "ROSINALITY_SAFE_GLOBALS",
+    "SafeUnpickler",
+    "TorchModuleRecord",
+    "UnsafeCheckpointError",
+    "load_generator",
+    "load_nvlabs_pkl",
+    "load_rosinality",
+    "nvlabs_generator",
+    "read_nvlabs_pkl",
+    "torch_load_safe",
+]
