@@ -1,5 +1,6 @@
 """Tests of the pure-PyTorch StyleGAN2 (gatlib.generators.stylegan2): layer conventions, the style (y)
-and noise (eta) variables of the paper (§3.1, eq. 1-2), caching, StyleGAN2 properties, D."""
+and noise (eta) variables of the paper (§3.1, eq. 1-2), caching, StyleGAN2 properties, D, and the
+``layout="stylegan2"`` of real checkpoints (one conv at 4x4; numerics vs upstream: test_checkpoints.py)."""
 from __future__ import annotations
 
 import math
@@ -270,3 +271,132 @@ def test_generator_double_backward():
     (gw,) = torch.autograd.grad((img * torch.randn_like(img)).sum(), w, create_graph=True)
     gw.square().sum().backward()
     assert g.layers[3].weight.grad is not None and g.mapping.fcs[0].weight.grad is not None
+
+
+# ----------------------------------------------------------------------------------------------
+# layout="stylegan2": the layout of real StyleGAN2 checkpoints (one conv at 4x4)
+
+
+@pytest.fixture(scope="module")
+def G2():
+    torch.manual_seed(1)
+    g = Generator(resolution=16, num_classes=3, z_dim=8, w_dim=8, mapping_layers=2,
+                  channels={4: 16, 8: 8, 16: 8}, image_channels=3, layout="stylegan2").eval()
+    with torch.no_grad():
+        for i, layer in enumerate(g.layers):
+            layer.noise_strength.fill_(0.1 * (i + 1))
+            layer.bias.normal_()
+    return g
+
+
+def test_stylegan2_layout_conventions(G2):
+    # a layer is a w index: 6 at 16 px; 5 convs (one at 4x4); the last w index only feeds the last ToRGB
+    assert G2.num_layers == G2.num_ws == 6 and G2.num_convs == 5
+    assert G2.conv_resolutions == [4, 8, 8, 16, 16]
+    assert G2.layer_resolutions == [4, 8, 8, 16, 16, 16]
+    assert G2.torgb_layers == [1, 3, 5]                      # ToRGB j reads w index 2j+1 (upstream)
+    assert [layer.up for layer in G2.layers] == [False, True, False, True, False]
+    assert [layer.input_gain for layer in G2.layers] == [1.0] + [math.sqrt(2)] * 4
+    assert G2.layer_groups() == {"coarse": [0, 1], "middle": [2, 3], "fine": [4, 5]}
+    assert G2.consecutive_groups(2) == [[0, 1], [2, 3], [4, 5]]
+    assert G2.torgb_of_layers(G2.layer_groups()["fine"]) == [2]
+    z, c = torch.randn(B, 8), torch.arange(B) % 3
+    styles = G2.styles(G2.mapping(z, c))
+    assert [tuple(y.shape) for y in styles.conv] == [(B, 16), (B, 16), (B, 8), (B, 8), (B, 8)]
+    assert [tuple(y.shape) for y in styles.torgb] == [(B, 16), (B, 8), (B, 8)]
+    assert [tuple(n.shape) for n in G2.make_noise(B)] == [(B, 1, r, r) for r in G2.conv_resolutions]
+    assert len(styles.tensors([4, 5])) == 1 and len(styles.tensors([5])) == 0   # layer 5 has no conv
+    assert G2(z, c).shape == (B, 3, 16, 16)
+    with pytest.raises(ValueError):
+        G2.synthesize(styles, G2.make_noise(B) + [torch.zeros(B, 1, 16, 16)])
+    # the config rebuilds the same network (keys and shapes)
+    clone = Generator(**G2.config)
+    assert clone.layout == "stylegan2" and G2.config["layout"] == "stylegan2"
+    clone.load_state_dict(G2.state_dict())
+    # 1024 px: 18 w indices (the paper's "18 layers"), 17 convs
+    big = Generator(resolution=1024, num_classes=0, z_dim=4, w_dim=4, mapping_layers=1,
+                    channels={2 ** i: 1 for i in range(2, 11)}, layout="stylegan2")
+    assert (big.num_ws, big.num_convs, len(big.torgbs)) == (18, 17, 9)
+    assert [len(g) for g in big.layer_groups().values()] == [6, 6, 6]
+    with pytest.raises(ValueError):
+        Generator(layout="stylegan3")
+
+
+def test_stylegan2_layout_w_indices(G2):
+    """Conv i reads w index i, ToRGB j reads w index 2j+1; the last w index moves only the last
+    ToRGB's style."""
+    w = G2.mapping(torch.randn(2, 8), torch.tensor([0, 1]))
+    ws = G2.broadcast(w)
+    ref = G2.styles(ws)
+    for k in range(G2.num_ws):
+        moved = ws.clone()
+        moved[:, k] += 1.0
+        s = G2.styles(moved)
+        changed_conv = [i for i in range(G2.num_convs) if not torch.equal(s.conv[i], ref.conv[i])]
+        changed_rgb = [j for j in range(len(G2.torgbs)) if not torch.equal(s.torgb[j], ref.torgb[j])]
+        assert changed_conv == ([k] if k < G2.num_convs else [])
+        assert changed_rgb == G2.torgb_of_layers([k])
+
+
+@pytest.mark.parametrize("noise_space", ["input", "scaled"])
+def test_stylegan2_layout_cache_equals_full_pass(G2, noise_space):
+    gen = torch.Generator().manual_seed(3)
+    z, c = G2.sample_z(B, gen), torch.arange(B) % 3
+    noises = G2.make_noise(B, generator=gen)
+    with torch.no_grad():
+        styles = G2.styles(G2.mapping(z, c))
+        full, record = G2.synthesize(styles, noises, noise_space=noise_space, return_cache=True)
+        assert sorted(record) == list(range(G2.num_layers))
+        for k in range(G2.num_layers):
+            cache = G2.cache(styles, noises, k, noise_space=noise_space)
+            torch.testing.assert_close(cache[k][0], record[k][0].expand_as(cache[k][0]))
+            part = G2.synthesize(styles, noises, start_layer=k, cache=cache, noise_space=noise_space)
+            torch.testing.assert_close(part, full, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(G2.synthesize(styles, noises, start_layer=k, cache=record,
+                                                     noise_space=noise_space), full, rtol=1e-5, atol=1e-5)
+    # from the last layer on, only the last ToRGB runs: its style gets a gradient, earlier ones none
+    last = G2.num_layers - 1
+    y = styles.clone()
+    for t in (y.torgb[-1], y.torgb[-2], y.conv[-1]):
+        t.requires_grad_()
+    out = G2.synthesize(y, noises, start_layer=last, cache=G2.cache(styles, noises, last, noise_space),
+                        noise_space=noise_space)
+    out.square().sum().backward()
+    assert y.torgb[-1].grad.abs().sum() > 0 and y.torgb[-2].grad is None and y.conv[-1].grad is None
+    # gradients reach every style and noise in a full pass
+    y = styles.clone()
+    etas = [n.clone().requires_grad_() for n in noises]
+    for t in y.tensors(torgb=True):
+        t.requires_grad_()
+    G2.synthesize(y, etas, noise_space=noise_space).square().sum().backward()
+    assert all(t.grad.abs().sum() > 0 for t in y.tensors(torgb=True) + etas)
+
+
+def test_conv_clamp_and_const_noise():
+    torch.manual_seed(0)
+    kw = dict(resolution=8, num_classes=0, z_dim=4, w_dim=4, mapping_layers=1, channels={4: 4, 8: 4},
+              layout="stylegan2")
+    free, clamped = Generator(**kw).eval(), Generator(**kw, conv_clamp=0.1).eval()
+    clamped.load_state_dict(free.state_dict())
+    assert clamped.config["conv_clamp"] == 0.1 and free.config["conv_clamp"] is None
+    styles = free.styles(free.mapping(torch.randn(2, 4)))
+    noises = free.make_noise(2)
+    a, b = free.synthesize(styles, noises), clamped.synthesize(styles, noises)
+    assert not torch.allclose(a, b)
+    x = clamped.layers[0](clamped.const[None], styles.conv[0], noises[0])
+    assert x.abs().max() <= 0.1 / math.sqrt(2) + 1e-7        # the gained activation is within +-0.1
+    rgb = clamped.torgbs[0](x, styles.torgb[0])
+    assert rgb.abs().max() <= 0.1 + 1e-7
+    huge = Generator(**kw, conv_clamp=1e9).eval()
+    huge.load_state_dict(free.state_dict())
+    torch.testing.assert_close(huge.synthesize(styles, noises), a)
+    # fixed noise images: non-persistent buffers, broadcast over the batch
+    assert free.const_noise() is None
+    fixed = [torch.randn(r, r) for r in free.conv_resolutions]
+    free.set_const_noise(fixed)
+    assert "const_noise_0" not in free.state_dict()
+    assert [tuple(n.shape) for n in free.const_noise()] == [(1, 1, r, r) for r in free.conv_resolutions]
+    torch.testing.assert_close(free.synthesize(styles, free.const_noise()),
+                               free.synthesize(styles, [n.expand(2, 1, -1, -1) for n in free.const_noise()]))
+    with pytest.raises(ValueError):
+        free.set_const_noise(fixed[:-1])

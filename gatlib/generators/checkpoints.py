@@ -8,7 +8,8 @@ the embedded model::
     from gatlib.generators.checkpoints import load_generator
     G = load_generator("stylegan2-ffhq-config-f.pt")        # rosinality
     G = load_generator("cifar10.pkl")                       # NVlabs stylegan2-ada-pytorch
-    images = G(G.sample_z(4), c, truncation_psi=0.7, noises=G.const_noise())
+    z = G.sample_z(4)
+    images = G(z, truncation_psi=0.7, noises=G.const_noise())   # conditional models: G(z, labels, ...)
 
 Supported
     * **rosinality/stylegan2-pytorch** ``.pt`` / ``.pth``: training checkpoints (``{"g", "d",
@@ -43,7 +44,9 @@ Safety: nothing in a file is ever executed
       ``b`` a legacy ``torch.save`` blob) are read with ``torch.load(weights_only=True)``, numpy
       scalars/arrays and dtypes are rebuilt from raw bytes for plain numeric dtypes only,
       ``dnnlib.util.EasyDict`` becomes a dict, a few torch containers become ``TorchModuleRecord``.
-      Any other global -> ``UnsafeCheckpointError`` naming it, before anything is called.
+      Any other global -> ``UnsafeCheckpointError`` naming it, before anything is called. The
+      allowed callables and classes are immutable (a pickle's BUILD cannot patch them), and a
+      tensor must fit inside its storage (torch would otherwise grow it with uninitialised memory).
 
 Conversions (upstream formula -> gatlib module; outputs match upstream to float rounding, see
 ``tests/test_checkpoints.py``, which re-implements both upstream forward passes)
@@ -84,10 +87,9 @@ import math
 import pickle
 import re
 import warnings
-import zipfile
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Union
 
 import numpy as np
 import torch
@@ -117,7 +119,37 @@ class UnsafeCheckpointError(CheckpointError, pickle.UnpicklingError):
 # Plain-data records of pickled modules
 
 
-class ModuleRecord:
+class _Frozen(type):
+    """Metaclass of the classes a pickle may instantiate (NEWOBJ): their attributes cannot be
+    changed (a pickle's BUILD opcode with slot state would otherwise ``setattr`` on them)."""
+
+    def __setattr__(cls, name: str, value: Any) -> None:
+        raise UnsafeCheckpointError(f"refused to modify {cls.__name__}.{name}")
+
+    def __delattr__(cls, name: str) -> None:
+        raise UnsafeCheckpointError(f"refused to modify {cls.__name__}.{name}")
+
+
+class _Allowed:
+    """An allow-listed callable handed to the unpickler; immutable for the same reason."""
+
+    __slots__ = ("_fn", "_name")
+
+    def __init__(self, fn: Callable, name: str):
+        object.__setattr__(self, "_fn", fn)
+        object.__setattr__(self, "_name", name)
+
+    def __call__(self, *args, **kwargs):
+        return self._fn(*args, **kwargs)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise UnsafeCheckpointError(f"refused to modify {self._name}")
+
+    def __repr__(self) -> str:
+        return f"<allowed {self._name}>"
+
+
+class ModuleRecord(metaclass=_Frozen):
     """A module read from a pickle as plain data: its class name and its ``__dict__`` (``state``),
     which holds ``_parameters``, ``_buffers``, ``_modules`` and the attributes set in ``__init__``."""
 
@@ -190,10 +222,10 @@ class TorchModuleRecord(ModuleRecord):
 
 
 def _torch_module_record(module: str, name: str) -> type:
-    return type(f"{name}Record", (TorchModuleRecord,), {"class_name": f"{module}.{name}"})
+    return _Frozen(f"{name}Record", (TorchModuleRecord,), {"class_name": f"{module}.{name}"})
 
 
-class EasyDictRecord(dict):
+class EasyDictRecord(dict, metaclass=_Frozen):
     """``dnnlib.util.EasyDict`` read as a plain dict (with attribute access)."""
 
     def __getattr__(self, name: str) -> Any:
@@ -241,10 +273,14 @@ def _rebuild_tensor(storage, storage_offset, size, stride, requires_grad=False, 
     """Replacement of ``torch._utils._rebuild_tensor_v2`` (hooks and metadata are ignored)."""
     if not isinstance(storage, torch.storage.TypedStorage):
         raise UnsafeCheckpointError(f"tensor rebuilt from a {type(storage).__name__}, not a storage")
-    if not (isinstance(storage_offset, int) and all(isinstance(v, int) for v in (*size, *stride))):
-        raise UnsafeCheckpointError("tensor with non-integer offset, size or stride")
+    ints = (storage_offset, *size, *stride)
+    if not all(isinstance(v, int) and v >= 0 for v in ints) or len(size) != len(stride):
+        raise UnsafeCheckpointError("tensor with a negative or non-integer offset, size or stride")
+    extent = storage_offset + sum((n - 1) * st for n, st in zip(size, stride)) + 1 if all(size) else 0
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore")          # TypedStorage deprecation notices
+        if extent > storage.size():              # set_() would silently grow the storage (uninitialised memory)
+            raise UnsafeCheckpointError(f"tensor of size {tuple(size)} reaches beyond its storage ({storage.size()})")
         tensor = torch._utils._rebuild_tensor(storage, storage_offset, tuple(size), tuple(stride))
     if requires_grad and tensor.is_floating_point():
         tensor.requires_grad_(True)
@@ -265,7 +301,7 @@ def _codecs_encode(text: Any, encoding: str = "utf-8") -> bytes:
     return text.encode("latin1")
 
 
-class NumpyDType:
+class NumpyDType(metaclass=_Frozen):
     """A numpy dtype pickled as ``numpy.dtype(name, align, copy)`` + state, kept as data: only plain
     numeric dtypes (bool, int, uint, float, complex) and a byte order are accepted."""
 
@@ -290,12 +326,13 @@ class NumpyDType:
 
 def _numpy_scalar(dtype: Any, data: Any = None):
     """Replacement of ``numpy.core.multiarray.scalar``: a numeric scalar read from its raw bytes."""
-    if not isinstance(dtype, NumpyDType) or not isinstance(data, (bytes, bytearray)) or len(data) != dtype.dtype.itemsize:
+    if not (isinstance(dtype, NumpyDType) and isinstance(data, (bytes, bytearray))
+            and len(data) == dtype.dtype.itemsize):
         raise UnsafeCheckpointError("refused a numpy scalar that is not a plain numeric value")
     return np.frombuffer(bytes(data), dtype=dtype.dtype)[0]
 
 
-class NumpyArray:
+class NumpyArray(metaclass=_Frozen):
     """A numpy array pickled as ``_reconstruct(ndarray, ...)`` + state, rebuilt from raw bytes
     (numeric dtypes only); the array is ``.array``."""
 
@@ -327,8 +364,7 @@ _TORCH_CONTAINERS = [("torch.nn.modules.container", n) for n in ("ModuleList", "
                                                                    "ParameterList", "ParameterDict")]
 _TORCH_CONTAINERS.append(("torch.nn.modules.linear", "Identity"))
 
-#: ``module.name`` -> the local, data-only object it resolves to in NVlabs pickles. Nothing else.
-NVLABS_ALLOWED_GLOBALS: Dict[str, Any] = {
+_ALLOWED_GLOBALS: Dict[str, Any] = {
     "torch_utils.persistence._reconstruct_persistent_obj": _persistent_object,
     "torch._utils._rebuild_tensor_v2": _rebuild_tensor,
     "torch._utils._rebuild_parameter": _rebuild_parameter,
@@ -348,6 +384,11 @@ NVLABS_ALLOWED_GLOBALS: Dict[str, Any] = {
     "numpy._core.multiarray._reconstruct": _numpy_reconstruct,
     **{f"{m}.{n}": _torch_module_record(m, n) for m, n in _TORCH_CONTAINERS},
 }
+#: ``module.name`` -> the local, data-only object it resolves to in NVlabs pickles. Nothing else.
+#: Functions are wrapped in immutable ``_Allowed`` objects; classes are immutable (``_Frozen``) or
+#: built-in types.
+NVLABS_ALLOWED_GLOBALS: Dict[str, Any] = {
+    key: value if isinstance(value, type) else _Allowed(value, key) for key, value in _ALLOWED_GLOBALS.items()}
 
 
 def _refused_message(name: str, where: str) -> str:
@@ -366,7 +407,9 @@ def _refusal(err: BaseException, where: str) -> CheckpointError:
         return UnsafeCheckpointError(_refused_message(match.group(1), where) +
                                      " (torch.load(weights_only=True) refused it; gatlib never retries with "
                                      "weights_only=False, which would run code from the file.)")
-    return CheckpointError(f"unreadable or corrupt {where}: {str(err).splitlines()[-1] if str(err) else err!r}")
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    detail = [ln for ln in lines if not ln.startswith(("Weights only load failed", "Check the documentation"))]
+    return CheckpointError(f"unreadable or corrupt {where}: {(detail or lines or [repr(err)])[0]}")
 
 
 class SafeUnpickler(pickle.Unpickler):
@@ -455,11 +498,25 @@ def _head(path: Path, n: int = 16) -> bytes:
 
 
 def _is_torch_file(path: Path) -> bool:
-    return zipfile.is_zipfile(path) or _head(path).startswith(_LEGACY_TORCH_MAGIC)
+    """A ``torch.save`` file: a zip archive (checked by its *first* bytes: ``zipfile.is_zipfile``
+    would also accept a pickle that merely embeds a zipped blob) or the legacy format."""
+    head = _head(path)
+    return head.startswith(b"PK\x03\x04") or head.startswith(_LEGACY_TORCH_MAGIC)
 
 
 def _is_pickle(path: Path) -> bool:
     return _head(path, 1) == b"\x80"
+
+
+def _converting(convert: Callable[..., Generator], path: Path, *args) -> Generator:
+    """Run a conversion; malformed content (wrong types or shapes) -> CheckpointError."""
+    try:
+        return convert(*args)
+    except CheckpointError:
+        raise
+    except (AttributeError, TypeError, ValueError, KeyError, IndexError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: not a generator this loader understands "
+                              f"({type(err).__name__}: {err})") from None
 
 
 def _from_torch_object(obj: Any, path: Path, w_avg_samples: int) -> Generator:
@@ -467,9 +524,9 @@ def _from_torch_object(obj: Any, path: Path, w_avg_samples: int) -> Generator:
         if "state_dict" in obj and "config" in obj:
             return _from_gatlib(obj, path)
         if _rosinality_entry(obj):
-            return _from_rosinality(obj, path, w_avg_samples)
+            return _converting(_from_rosinality, path, obj, path, w_avg_samples)
         if _is_rosinality_state(obj):
-            return _from_rosinality({"g_ema": obj}, path, w_avg_samples)
+            return _converting(_from_rosinality, path, {"g_ema": obj}, path, w_avg_samples)
         found = sorted(str(k) for k in obj)
         inner = {k: sorted(obj[k])[:8] for k in ("g_ema", "g") if isinstance(obj.get(k), dict)}
         raise CheckpointError(f"{path}: unknown checkpoint format: top-level keys {found[:20]}"
@@ -484,7 +541,8 @@ def _from_gatlib(obj: dict, path: Path) -> Generator:
         G = Generator(**obj["config"])
         G.load_state_dict(obj["state_dict"])
     except (TypeError, RuntimeError, ValueError, KeyError) as err:
-        raise CheckpointError(f"{path}: a gatlib checkpoint whose config/state_dict do not fit Generator: {err}") from None
+        raise CheckpointError(f"{path}: a gatlib checkpoint whose config/state_dict do not fit Generator: "
+                              f"{err}") from None
     G.checkpoint_info = {"format": "gatlib", "path": str(path)}
     return G
 
@@ -514,7 +572,7 @@ def load_rosinality(path: PathLike, device: Union[str, torch.device] = "cpu", w_
         found = f"keys {sorted(map(str, obj))[:20]}" if isinstance(obj, dict) else f"a {type(obj).__name__}"
         raise CheckpointError(f"{path}: not a rosinality checkpoint ({found}; expected 'g_ema' with 'input.input', "
                               "'conv1.conv.weight', ...); load_generator reads the other formats")
-    return _from_rosinality(obj, path, w_avg_samples).to(device).eval()
+    return _converting(_from_rosinality, path, obj, path, w_avg_samples).to(device).eval()
 
 
 def _from_rosinality(ckpt: dict, path: Path, w_avg_samples: int) -> Generator:
@@ -578,7 +636,8 @@ def _from_rosinality(ckpt: dict, path: Path, w_avg_samples: int) -> Generator:
     used.update(f"noises.noise_{i}" for i in range(G.num_convs))
     unknown = sorted(set(sd) - used)
     if unknown:
-        raise CheckpointError(f"{path}: rosinality state dict has keys this loader does not know (a fork?): {unknown[:10]}")
+        raise CheckpointError(f"{path}: rosinality state dict has keys this loader does not know (a fork?): "
+                              f"{unknown[:10]}")
 
     latent_avg = ckpt.get("latent_avg")
     w_avg = None if latent_avg is None else torch.as_tensor(latent_avg).detach().float().reshape(-1)
@@ -625,13 +684,13 @@ def load_nvlabs_pkl(path: PathLike, device: Union[str, torch.device] = "cpu", w_
     if isinstance(data, dict):
         key = next((k for k in ("G_ema", "G") if isinstance(data.get(k), ModuleRecord)), None)
         if key is not None:
-            G = nvlabs_generator(data[key], where=f"{path}: {key}", w_avg_samples=w_avg_samples)
+            G = _converting(nvlabs_generator, path, data[key], f"{path}: {key}", w_avg_samples)
             G.checkpoint_info = {"format": "nvlabs", "path": str(path), "entry": key}
             return G.to(device).eval()
         raise CheckpointError(f"{path}: unknown pickle format: keys {sorted(map(str, data))[:20]}; "
                               "expected an NVlabs snapshot with 'G_ema'")
     if isinstance(data, ModuleRecord):
-        G = nvlabs_generator(data, where=str(path), w_avg_samples=w_avg_samples)
+        G = _converting(nvlabs_generator, path, data, str(path), w_avg_samples)
         G.checkpoint_info = {"format": "nvlabs", "path": str(path), "entry": None}
         return G.to(device).eval()
     raise CheckpointError(f"{path}: unknown pickle format: a {type(data).__name__}")
@@ -737,7 +796,8 @@ def nvlabs_generator(rec: ModuleRecord, where: str = "G", w_avg_samples: int = 4
         new[f"layers.{k}.affine.weight"] = _tensor(layer["affine"]["weight"], f"{where}: {name}.affine.weight")
         new[f"layers.{k}.affine.bias"] = _tensor(layer["affine"]["bias"], f"{where}: {name}.affine.bias")
         if layer.get("use_noise", True):
-            new[f"layers.{k}.noise_strength"] = _tensor(layer["noise_strength"], f"{where}: {name}.noise_strength").reshape(())
+            strength = _tensor(layer["noise_strength"], f"{where}: {name}.noise_strength")
+            new[f"layers.{k}.noise_strength"] = strength.reshape(())
             nc = layer.buffers.get("noise_const")
             const_noise.append(None if nc is None else _tensor(nc, f"{where}: {name}.noise_const"))
         else:

@@ -1,0 +1,294 @@
+"""The GAT latent attack: equations 1–4 of Poursaeed et al. (ICCV 2021), §3.1.
+
+A generated image is ``x = g(y, η)``; the attack moves the generator's **style variables** y and/or
+**noise variables** η of chosen layers by signed-gradient steps on the classifier's loss ``J``:
+
+* non-targeted (eq. 1–2), toward the least-likely class ``ll = argmin F(g(y, η))`` of the
+  *unperturbed* image (computed once, at t = 0, and held fixed)::
+
+      y ← y − ε · sign(∇_y J(F(g(y, η)), ll))          (eq. 1)
+      η ← η − δ · sign(∇_η J(F(g(y, η)), ll))          (eq. 2)
+
+* targeted (eq. 3–4), the same toward a target class ``T ≠ c``.
+
+Rules (``book/method.md``): the correct label of a generated image is its conditioning class c;
+a non-targeted attack succeeds when ``argmax F ≠ c``, a targeted one when ``argmax F = T``; samples
+that F already misclassifies at t = 0 are left out of every statistic (their rate is reported).
+Each sample leaves the batch as soon as it is fooled — no compute is spent on it afterwards — or
+after ``max_iters`` steps. There is no norm bound on the image: only the number of steps bounds how
+far the latents move, as in the paper; the result reports how large the image change is.
+
+When only layers from ``k`` on move, the activations before layer ``k`` never change: they are
+computed once (``G.cache``) and every iteration re-renders from layer ``k`` (``start_layer``).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+MOVES = ("style", "noise", "both")
+
+# The paper's step sizes (ε for styles, δ for noise), §3.1 / §4: the `paper` profile's defaults.
+PAPER_STEP_SIZES = {
+    ("lsun", "non_targeted"): (0.004, 0.2),
+    ("lsun", "targeted"): (0.005, 0.2),
+    ("celeba-hq", "non_targeted"): (0.004, 0.1),
+    ("celeba-hq", "targeted"): (0.004, 0.1),
+}
+
+
+@dataclass
+class LatentAttackResult:
+    """What a latent attack returns, one row per sample.
+
+    ``images``: adversarial images in [0, 1] (for a fooled sample: the image that fooled F);
+    ``clean_images``: the unperturbed ``g(y, η)``; ``styles``/``noises``: the final y and η;
+    ``labels``: conditioning classes c; ``targets``: ll (non-targeted) or T (targeted);
+    ``valid``: F classified the clean image as c (only these count); ``success``: fooled within
+    ``max_iters``; ``iterations``: steps taken (the iterations-to-fool for a success);
+    ``predictions``: F's class for ``images``; ``l2``/``linf``: image change vs the clean image.
+    """
+    images: Tensor
+    clean_images: Tensor
+    styles: object
+    noises: list
+    labels: Tensor
+    targets: Tensor
+    targeted: bool
+    valid: Tensor
+    success: Tensor
+    iterations: Tensor
+    predictions: Tensor
+    l2: Tensor
+    linf: Tensor
+    max_iters: int
+
+    def summary(self) -> dict:
+        """Attack statistics over the valid samples (those F got right at t = 0)."""
+        valid = self.valid
+        fooled = self.success & valid
+        count = int(valid.sum())
+        iterations = self.iterations[fooled].float()
+        return {
+            "samples": len(valid),
+            "misclassified_at_start": 1 - count / max(len(valid), 1),
+            "success_rate": fooled.sum().item() / count if count else float("nan"),
+            "mean_iterations": iterations.mean().item() if len(iterations) else float("nan"),
+            "median_iterations": iterations.median().item() if len(iterations) else float("nan"),
+            "mean_l2": self.l2[fooled].mean().item() if len(iterations) else float("nan"),
+            "mean_linf": self.linf[fooled].mean().item() if len(iterations) else float("nan"),
+        }
+
+
+@contextmanager
+def _attack_mode(*modules: nn.Module):
+    """Eval mode and no parameter gradients for the duration of an attack (BatchNorm uses its
+    running statistics; only y and η get gradients); the modules' previous state is restored."""
+    saved = [(m, m.training, [p.requires_grad for p in m.parameters()]) for m in modules]
+    try:
+        for module in modules:
+            module.eval()
+            module.requires_grad_(False)
+        yield
+    finally:
+        for module, training, flags in saved:
+            module.train(training)
+            for parameter, flag in zip(module.parameters(), flags):
+                parameter.requires_grad_(flag)
+
+
+def _select(G, layers: Sequence[int] | None, moves: str, include_torgb: bool, num_convs: int):
+    """Which tensors move: conv-style indices, ToRGB-style indices, noise indices; and the first
+    layer whose activations change (the attack re-renders from there)."""
+    layers = list(range(G.num_layers)) if layers is None else sorted(set(int(l) for l in layers))
+    if not layers:
+        raise ValueError("the attack needs at least one layer to move")
+    if layers[0] < 0 or layers[-1] >= G.num_layers:
+        raise ValueError(f"layers must lie in 0..{G.num_layers - 1}, got {layers}")
+    conv = [l for l in layers if l < num_convs]
+    style_conv = conv if moves in ("style", "both") else []
+    style_torgb = G.torgb_of_layers(layers) if include_torgb and moves in ("style", "both") else []
+    noise = conv if moves in ("noise", "both") else []
+    if not (style_conv or style_torgb or noise):
+        raise ValueError(f"layers {layers} with moves={moves!r} leave nothing to move")
+    starts = style_conv + noise + [G.torgb_layers[j] for j in style_torgb]
+    return style_conv, style_torgb, noise, min(starts)
+
+
+def latent_attack(G, classifier: nn.Module, styles, noises: list, labels: Tensor, *, eps: float, delta: float,
+                  moves: str = "both", layers: Sequence[int] | None = None, target: int | Tensor | None = None,
+                  max_iters: int = 10, include_torgb: bool = False, noise_space: str = "input",
+                  use_cache: bool = True) -> LatentAttackResult:
+    """Run eq. 1–2 (``target=None``) or eq. 3–4 (``target`` = T) on a batch of latents.
+
+    Args:
+        G: a ``gatlib.generators.stylegan2.Generator``.
+        classifier: F, taking images in [0, 1]; put in eval mode for the attack, then restored.
+        styles, noises: the starting y (``G.styles(w)``) and η (``G.make_noise``); not modified.
+        labels: the conditioning classes c, shape (B,).
+        eps, delta: step sizes of eq. 1/3 (styles) and eq. 2/4 (noise).
+        moves: ``"style"``, ``"noise"`` or ``"both"``.
+        layers: w-indices whose variables move (None = all); see ``G.layer_groups()``.
+        target: None (non-targeted, toward ll) or the target class T (an int or a (B,) tensor).
+        max_iters: at most this many steps per sample (the paper: 2–10 suffice).
+        include_torgb: also move the ToRGB styles of the chosen layers.
+        noise_space: ``"input"`` (η ~ N(0, 1), the paper's δ applies) or ``"scaled"``.
+        use_cache: re-render only from the first moved layer on (same images, less compute).
+    """
+    if moves not in MOVES:
+        raise ValueError(f"moves must be one of {MOVES}, got {moves!r}")
+    if max_iters < 1:
+        raise ValueError(f"max_iters must be at least 1, got {max_iters}")
+    if eps < 0 or delta < 0:
+        raise ValueError(f"step sizes must be non-negative, got eps={eps}, delta={delta}")
+    labels = labels.long().to(styles.conv[0].device)
+    batch = len(labels)
+    style_conv, style_torgb, noise_layers, start = _select(G, layers, moves, include_torgb, len(styles.conv))
+    start = start if use_cache else 0
+
+    # working copies: the caller's tensors are never modified
+    styles = styles.detach().clone()
+    noises = [n.detach().clone() if n is not None else None for n in noises]
+    for index in noise_layers:
+        if noises[index] is None:
+            raise ValueError(f"layer {index} has no noise tensor to move")
+        if noises[index].shape[0] != batch:   # a broadcast noise becomes per-sample before it moves
+            noises[index] = noises[index].expand(batch, *noises[index].shape[1:]).clone()
+
+    targeted = target is not None
+    images = torch.empty(0)
+    with _attack_mode(G, classifier), torch.no_grad():
+        cache = G.cache(styles, noises, start, noise_space=noise_space) if start > 0 else None
+
+    def sub_cache(rows):
+        if cache is None:
+            return None
+        return {k: (x[rows], img[rows] if img is not None else None) for k, (x, img) in cache.items()}
+
+    def render(rows, moved):
+        """g(y, η) for the samples ``rows``; ``moved`` are leaf tensors to differentiate w.r.t."""
+        sub_styles = type(styles)([s[rows] for s in styles.conv], [s[rows] for s in styles.torgb])
+        sub_noises = [n[rows] if n is not None and n.shape[0] == batch else n for n in noises]
+        for (kind, index), tensor in moved.items():
+            if kind == "conv":
+                sub_styles.conv[index] = tensor
+            elif kind == "torgb":
+                sub_styles.torgb[index] = tensor
+            else:
+                sub_noises[index] = tensor
+        raw = G.synthesize(sub_styles, sub_noises, start_layer=start, cache=sub_cache(rows), noise_space=noise_space)
+        return G.to_unit(raw)
+
+    iterations = torch.full((batch,), max_iters, dtype=torch.long)
+    success = torch.zeros(batch, dtype=torch.bool)
+    final_images = None
+    predictions = torch.empty(batch, dtype=torch.long)
+    active = torch.arange(batch, device=labels.device)
+    with _attack_mode(G, classifier):
+        for step in range(max_iters + 1):
+            moved = {}
+            for index in style_conv:
+                moved[("conv", index)] = styles.conv[index][active].requires_grad_(True)
+            for index in style_torgb:
+                moved[("torgb", index)] = styles.torgb[index][active].requires_grad_(True)
+            for index in noise_layers:
+                moved[("noise", index)] = noises[index][active].requires_grad_(True)
+            with torch.set_grad_enabled(step < max_iters):
+                current = render(active, moved)
+                logits = classifier(current)
+            predicted = logits.argmax(1).detach()
+            if final_images is None:
+                final_images = torch.empty_like(current.detach())
+            final_images[active] = current.detach()
+            predictions[active.cpu()] = predicted.cpu()
+            if step == 0:
+                clean = current.detach().clone()
+                valid = (predicted == labels).cpu()
+                if targeted:
+                    targets = torch.as_tensor(target, device=labels.device).long().expand(batch).clone()
+                    if (targets == labels).any():
+                        raise ValueError("a targeted attack needs T different from the label c of every sample")
+                else:
+                    targets = logits.argmin(1).detach()   # ll, held fixed from here on
+                keep = valid.to(labels.device)          # misclassified at t = 0: left out at once
+            else:
+                done = (predicted == targets[active]) if targeted else (predicted != labels[active])
+                success[active[done].cpu()] = True
+                iterations[active[done].cpu()] = step
+                keep = ~done
+                keep_full = torch.zeros(batch, dtype=torch.bool, device=labels.device)
+                keep_full[active[keep]] = True
+                keep = keep_full
+            if step == max_iters:
+                break
+            if step == 0:
+                iterations[~valid] = 0
+            rows_kept = keep[active]
+            if not rows_kept.any():
+                break
+            loss = F.cross_entropy(logits[rows_kept], targets[active][rows_kept], reduction="sum")
+            grads = torch.autograd.grad(loss, list(moved.values()))
+            with torch.no_grad():
+                for ((kind, index), _), grad in zip(moved.items(), grads):
+                    rows = active[rows_kept]
+                    step_size = delta if kind == "noise" else eps
+                    update = step_size * grad[rows_kept].sign()
+                    if kind == "conv":
+                        styles.conv[index][rows] -= update
+                    elif kind == "torgb":
+                        styles.torgb[index][rows] -= update
+                    else:
+                        noises[index][rows] -= update
+            active = active[rows_kept]
+
+    change = (final_images - clean).flatten(1)
+    return LatentAttackResult(
+        images=final_images.cpu(), clean_images=clean.cpu(), styles=styles, noises=noises, labels=labels.cpu(),
+        targets=targets.cpu(), targeted=targeted, valid=valid, success=success & valid, iterations=iterations,
+        predictions=predictions, l2=change.norm(dim=1).cpu(), linf=change.abs().amax(dim=1).cpu(),
+        max_iters=max_iters)
+
+
+@torch.no_grad()
+def sample_latents(G, labels: Tensor, seed: int, truncation_psi: float = 1.0):
+    """Starting points of an attack: seeded z → w → styles y, and seeded noises η, for classes
+    ``labels`` (seeds disjoint from training keep evaluation fresh)."""
+    rng = torch.Generator().manual_seed(seed)
+    labels = labels.long()
+    z = G.sample_z(len(labels), rng)
+    noises = G.make_noise(len(labels), rng)
+    c = labels.to(G.const.device) if G.num_classes else None
+    w = G.mapping(z, c, truncation_psi=truncation_psi)
+    return G.styles(w), noises
+
+
+def attack_batches(G, classifier, labels: Tensor, seed: int, batch_size: int = 250, truncation_psi: float = 1.0,
+                   progress: bool = True, **attack_kwargs) -> LatentAttackResult:
+    """``latent_attack`` over many samples in batches (seed + batch index per batch), results joined."""
+    from tqdm.auto import tqdm
+
+    parts = []
+    starts = range(0, len(labels), batch_size)
+    for number, begin in enumerate(tqdm(starts, desc="latent attack", disable=not progress, leave=False)):
+        batch_labels = labels[begin:begin + batch_size]
+        styles, noises = sample_latents(G, batch_labels, seed * 100_003 + number, truncation_psi)
+        parts.append(latent_attack(G, classifier, styles, noises, batch_labels, **attack_kwargs))
+    return concatenate(parts)
+
+
+def concatenate(parts: list[LatentAttackResult]) -> LatentAttackResult:
+    """Join the results of several batches (styles and noises are dropped: they do not batch up
+    across differently sized runs; keep the parts if you need them)."""
+    if not parts:
+        raise ValueError("nothing to concatenate")
+    cat = lambda name: torch.cat([getattr(p, name) for p in parts])  # noqa: E731
+    return LatentAttackResult(
+        images=cat("images"), clean_images=cat("clean_images"), styles=None, noises=[], labels=cat("labels"),
+        targets=cat("targets"), targeted=parts[0].targeted, valid=cat("valid"), success=cat("success"),
+        iterations=cat("iterations"), predictions=cat("predictions"), l2=cat("l2"), linf=cat("linf"),
+        max_iters=parts[0].max_iters)
