@@ -249,7 +249,12 @@ class PreparedRun:
         return self.run_dir / "results.json"
 
     def completed(self) -> dict | None:
-        """The stored results when this exact run already finished ok."""
+        """The stored results when this exact run already finished ok *and* its executed notebook
+        is still there. A fresh clone holds the committed ``results.json`` but not the executed
+        notebook (it is not committed), so the run is executed again: the book always renders a
+        notebook that ran on this machine."""
+        if not (self.run_dir / f"{self.stem}.ipynb").is_file():
+            return None
         return _load_ok(self.results_path)
 
 

@@ -125,6 +125,11 @@ def test_run_notebook_writes_results_and_reuses_them(tmp_path):
     mtime = (run_dir / "results.json").stat().st_mtime_ns
     assert runbook.run_notebook(RECORD, "smoke", {"steps": 5}, runs_dir=runs) == saved
     assert (run_dir / "results.json").stat().st_mtime_ns == mtime
+    # a fresh clone has the committed results.json but no executed notebook: it runs again
+    (run_dir / "record.ipynb").unlink()
+    again = runbook.run_notebook(RECORD, "smoke", {"steps": 5}, runs_dir=runs)
+    assert again["status"] == "ok" and again["started"] != saved["started"]
+    assert (run_dir / "record.ipynb").is_file()
 
 
 @pytest.mark.notebooks
