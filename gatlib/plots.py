@@ -47,3 +47,29 @@ def class_balance(datasets: dict, ax=None):
     ax.axhline(0.1, color="grey", lw=0.8, ls="--")
     ax.set_ylabel("fraction of images")
     return ax
+
+
+def labelled_grid(rows: dict, labels: dict | None = None, cell: float = 1.1, title: str | None = None):
+    """A grid of images with a caption under each: ``rows`` maps a row name to images ``(N, C, H, W)``,
+    ``labels`` the same names to N captions (e.g. the classifier's predictions). Returns the figure."""
+    names = list(rows)
+    columns = max(len(images) for images in rows.values())
+    fig, axes = plt.subplots(len(names), columns, figsize=(columns * cell, len(names) * (cell + 0.25)), squeeze=False)
+    for r, name in enumerate(names):
+        for c in range(columns):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if c >= len(rows[name]):
+                continue
+            image = rows[name][c].detach().cpu().clamp(0, 1)
+            ax.imshow(image.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)
+            if labels and name in labels:
+                ax.set_xlabel(str(labels[name][c]), fontsize=8)
+        axes[r, 0].set_ylabel(name, fontsize=8, rotation=0, ha="right", va="center")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -68,6 +68,17 @@ class LatentAttackResult:
     linf: Tensor
     max_iters: int
 
+    def captions(self) -> list[str]:
+        """One caption per adversarial image: F's prediction and the step at which it fell
+        (✗: not within ``max_iters``; "wrong at t=0": left out, F already erred on the clean image)."""
+        out = []
+        for predicted, steps, fooled, valid in zip(self.predictions, self.iterations, self.success, self.valid):
+            if not valid:
+                out.append(f"F={int(predicted)} wrong at t=0")
+            else:
+                out.append(f"F={int(predicted)} t={int(steps)}" + ("" if fooled else " ✗"))
+        return out
+
     def summary(self) -> dict:
         """Attack statistics over the valid samples (those F got right at t = 0)."""
         valid = self.valid

@@ -1,0 +1,59 @@
+"""Choosing the latent attack's step sizes (ε for styles, δ for noise) for a generator.
+
+The paper's values — (ε, δ) = (0.004, 0.2) on LSUN — belong to its StyleGAN v1 generators; for
+another generator they mean something else (``book/deviations.md``). Like the paper, we want
+attacks that fool the classifier in a few steps (median iterations-to-fool in [2, 10]) while the
+images keep their class. So each candidate is scored on fresh latents by: success rate within
+``max_iters``, median iterations-to-fool, and label preservation by the independent oracles. The
+rule: among the candidates whose median lies in [2, 10] and whose majority preservation is at
+least 0.9, take the one with the highest success rate (the smaller step on a tie).
+"""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import torch
+
+from ..oracles import preservation_of_attack
+from .latent import attack_batches
+
+MEDIAN_RANGE = (2.0, 10.0)
+MIN_PRESERVATION = 0.9
+
+
+def score_step_sizes(G, classifier, oracles: dict, candidates: list[tuple[float, float]], moves: str,
+                     samples: int, seed: int, max_iters: int = 10, layers=None, batch_size: int = 250,
+                     progress: bool = True) -> pd.DataFrame:
+    """One row per candidate (ε, δ): success rate, iterations, image change, label preservation."""
+    from tqdm.auto import tqdm
+
+    labels = torch.arange(samples) % max(G.num_classes, 1)
+    rows = []
+    for eps, delta in tqdm(candidates, desc=f"step sizes ({moves})", disable=not progress):
+        result = attack_batches(G, classifier, labels, seed=seed, batch_size=batch_size, progress=False,
+                                eps=eps, delta=delta, moves=moves, layers=layers, max_iters=max_iters)
+        preservation = preservation_of_attack(oracles, result)
+        rows.append({"moves": moves, "eps": eps, "delta": delta, **result.summary(),
+                     "preservation": preservation["majority"]})
+    return pd.DataFrame(rows)
+
+
+def choose(table: pd.DataFrame) -> pd.Series:
+    """The rule of this module's docstring; raises if no candidate qualifies (widen the grid)."""
+    low, high = MEDIAN_RANGE
+    eligible = table[(table.median_iterations >= low) & (table.median_iterations <= high)
+                     & (table.preservation >= MIN_PRESERVATION)]
+    if eligible.empty:
+        raise ValueError("no step size has a median iterations-to-fool in [2, 10] with label preservation "
+                         f">= {MIN_PRESERVATION}; widen the grid. Scores:\n{table.to_string()}")
+    best = eligible.sort_values(["success_rate", "eps", "delta"], ascending=[False, True, True])
+    return best.iloc[0]
+
+
+def geometric_grid(low: float, high: float, count: int) -> list[float]:
+    """``count`` values from ``low`` to ``high``, evenly spaced on a log scale (rounded to 3 significant digits)."""
+    if count == 1:
+        return [low]
+    ratio = (high / low) ** (1 / (count - 1))
+    return [float(f"{low * ratio ** i:.3g}") for i in range(count)]

@@ -1,0 +1,54 @@
+"""Label preservation by majority vote, and the rule that picks the attack's step sizes."""
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from gatlib.attacks import step_sizes
+from gatlib.oracles import label_preservation
+
+
+class Constant(nn.Module):
+    """A 'classifier' that always answers ``answer`` (enough to check vote counting)."""
+
+    def __init__(self, answer):
+        super().__init__()
+        self.answer = answer
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, images):
+        logits = torch.zeros(len(images), 10)
+        logits[:, self.answer] = 1
+        return logits
+
+
+def test_preservation_counts_each_oracle_and_the_majority():
+    images = torch.rand(4, 1, 32, 32)
+    labels = torch.tensor([3, 3, 5, 5])
+    result = label_preservation({"a": Constant(3), "b": Constant(3), "c": Constant(5)}, images, labels)
+    assert result == {"a": 0.5, "b": 0.5, "c": 0.5, "majority": 0.5}
+    tie = label_preservation({"a": Constant(3), "b": Constant(5)}, images, labels)
+    assert tie["majority"] == 0.0, "half the oracles is not a majority"
+
+
+def test_preservation_needs_oracles():
+    with pytest.raises(ValueError, match="at least one oracle"):
+        label_preservation({}, torch.rand(1, 1, 32, 32), torch.tensor([0]))
+
+
+def test_the_rule_prefers_success_within_the_bars():
+    table = pd.DataFrame([
+        {"eps": 0.01, "delta": 0.1, "success_rate": 0.70, "median_iterations": 6, "preservation": 0.97},
+        {"eps": 0.02, "delta": 0.2, "success_rate": 0.95, "median_iterations": 3, "preservation": 0.93},
+        {"eps": 0.08, "delta": 0.8, "success_rate": 1.00, "median_iterations": 1, "preservation": 0.95},
+        {"eps": 0.04, "delta": 0.4, "success_rate": 0.99, "median_iterations": 2, "preservation": 0.80},
+    ])
+    chosen = step_sizes.choose(table)
+    assert (chosen.eps, chosen.delta) == (0.02, 0.2)
+    with pytest.raises(ValueError, match="widen the grid"):
+        step_sizes.choose(table[table.eps >= 0.04])
+
+
+def test_geometric_grid():
+    assert step_sizes.geometric_grid(0.01, 1.0, 3) == [0.01, 0.1, 1.0]
+    assert step_sizes.geometric_grid(0.5, 2.0, 1) == [0.5]
