@@ -39,3 +39,10 @@ def test_a_corrupt_state_is_named(digits, tmp_path):
     (tmp_path / "state.pt").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="unreadable"):
         train_gan(GANRecipe(**TINY), digits, tmp_path / "state.pt", progress=False)
+
+
+def test_training_can_be_extended(digits, tmp_path):
+    short = train_gan(GANRecipe(**TINY), digits, tmp_path / "state.pt", progress=False)
+    assert short["done"] and short["step"] == 6
+    longer = train_gan(GANRecipe(**{**TINY, "total_kimg": 0.08}), digits, tmp_path / "state.pt", progress=False)
+    assert longer["done"] and longer["step"] == 10

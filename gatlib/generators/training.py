@@ -122,7 +122,10 @@ def _load_state(recipe: GANRecipe, path: Path) -> dict:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise ValueError(f"GAN training state {path} is unreadable ({err}); move it away to restart") from err
-    if saved.get("recipe") != _recipe_dict(recipe):
+    # the length of training may change between chunks (train longer or stop earlier); nothing else may
+    same = {k: v for k, v in (saved.get("recipe") or {}).items() if k != "total_kimg"} == \
+        {k: v for k, v in _recipe_dict(recipe).items() if k != "total_kimg"}
+    if not same:
         raise ValueError(f"GAN training state {path} was made with another recipe; move it away to restart "
                          f"(saved {saved.get('recipe')}, asked {_recipe_dict(recipe)})")
     for key in ("G", "D", "G_ema", "opt_G", "opt_D"):
