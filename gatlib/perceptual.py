@@ -54,11 +54,12 @@ def unit_normalize(features: Tensor, eps: float = 1e-10) -> Tensor:
 
 
 class _ImageNetInput(nn.Module):
-    """[0, 1] images → ImageNet-normalised 3-channel images (grey repeated), optionally resized."""
+    """[0, 1] images → ImageNet-normalised 3-channel images (grey repeated); images larger than
+    ``max_size`` are area-downsampled to it first (as the StyleGAN2 projector does before VGG16)."""
 
-    def __init__(self, size: int | None = None):
+    def __init__(self, max_size: int | None = 256):
         super().__init__()
-        self.size = size
+        self.max_size = max_size
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
 
@@ -67,8 +68,10 @@ class _ImageNetInput(nn.Module):
             images = images.expand(-1, 3, -1, -1)
         elif images.shape[1] != 3:
             raise ValueError(f"ImageNet networks take 1- or 3-channel images, got {images.shape[1]} channels")
-        if self.size is not None and images.shape[-1] != self.size:
-            images = F.interpolate(images, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        if self.max_size is not None and max(images.shape[-2:]) > self.max_size:
+            scale = self.max_size / max(images.shape[-2:])
+            size = (max(1, round(images.shape[-2] * scale)), max(1, round(images.shape[-1] * scale)))
+            images = F.interpolate(images, size=size, mode="area")
         return (images - self.mean) / self.std
 
 
@@ -157,6 +160,14 @@ class PerceptualDistance(nn.Module):
         batch = len(a)
         return sum((f[:batch] - f[batch:]).square().sum(dim=1).mean(dim=(1, 2)) for f in both)
 
+    def to_features(self, a: Tensor, features_b: list[Tensor]) -> Tensor:
+        """``forward(a, b)`` with ``features_b = self.features(b)`` computed once beforehand (for a
+        fixed target such as the image a projection reproduces): shape (B,)."""
+        features_a = self.features(a)
+        if len(features_b) != len(features_a) or any(fa.shape != fb.shape for fa, fb in zip(features_a, features_b)):
+            raise ValueError(f"{self.name}: the given features do not match those of images of shape {tuple(a.shape)}")
+        return sum((fa - fb).square().sum(dim=1).mean(dim=(1, 2)) for fa, fb in zip(features_a, features_b))
+
     def extra_repr(self) -> str:
         return f"name={self.name!r}, layers={self.layers}"
 
@@ -179,11 +190,12 @@ class PerceptualDistance(nn.Module):
 
     @classmethod
     def from_torchvision(cls, arch: str, state_dict_path: str | Path | None, device: str | torch.device = "cpu",
-                         resize: int | None = None) -> "PerceptualDistance":
+                         max_size: int | None = 256) -> "PerceptualDistance":
         """LPIPS' backbone: torchvision ``alexnet`` or ``vgg16`` (``weights=None``), filled from the
         user's ImageNet state dict (the full model's, or one holding only ``features.*``), at the
-        ReLUs LPIPS reads. ``resize`` optionally resamples images to that size first. ``None`` as the
-        path leaves the network random (only for tests)."""
+        ReLUs LPIPS reads. Images larger than ``max_size`` are area-downsampled to it first (NVlabs'
+        projector: 256; None keeps every size). ``None`` as the path leaves the network random
+        (only for tests)."""
         import torchvision.models as models
 
         from .classifiers import load_state_dict_file
@@ -193,14 +205,17 @@ class PerceptualDistance(nn.Module):
         net = getattr(models, arch)(weights=None)
         if state_dict_path is not None:
             state = load_state_dict_file(state_dict_path)
-            missing, unexpected = net.load_state_dict(state, strict=False)
+            try:
+                missing, unexpected = net.load_state_dict(state, strict=False)
+            except RuntimeError as err:   # tensors of the wrong shape
+                raise ValueError(f"{state_dict_path} does not fit torchvision {arch}: {err}") from err
             missing = [k for k in missing if k.startswith("features.")]
             if missing or unexpected:
                 raise ValueError(f"{state_dict_path} does not fit torchvision {arch}: missing {missing[:5]}, "
                                  f"unexpected {unexpected[:5]}")
         network = nn.Sequential()
         network.add_module("features", net.features)   # the classifier head is never run
-        return cls(network, TORCHVISION_LAYERS[arch], preprocess=_ImageNetInput(resize), name=arch).to(device)
+        return cls(network, TORCHVISION_LAYERS[arch], preprocess=_ImageNetInput(max_size), name=arch).to(device)
 
 
 def build(network: str, weights: str | Path | None = None, device: str | torch.device = "cpu") -> PerceptualDistance:

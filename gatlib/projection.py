@@ -159,8 +159,9 @@ def _starting_point(G, labels: Tensor | None, batch: int, samples: int, rng: tor
     return w0.clone(), total_std(w), [total_std(y) for y in styles.conv + styles.torgb]
 
 
-def _distances(perceptual, images: Tensor, targets: Tensor):
-    return (images - targets).square().mean(dim=(1, 2, 3)), perceptual(images, targets)
+def _distances(perceptual, images: Tensor, targets: Tensor, target_features: list):
+    """(pixel MSE, perceptual distance) of every image to its target, each (B,)."""
+    return (images - targets).square().mean(dim=(1, 2, 3)), perceptual.to_features(images, target_features)
 
 
 # ------------------------------------------------------------------------------ projection
@@ -212,7 +213,7 @@ def project(G, images: Tensor, labels: Tensor | None = None, *, perceptual, step
     targets = images.to(device=device, dtype=G.const.dtype)
     batch = len(targets)
     rng = torch.Generator(device=device).manual_seed(seed)
-    with _attack_mode(G, perceptual):
+    with _attack_mode(G, perceptual), torch.enable_grad():
         w0, w_std, style_stds = _starting_point(G, labels, batch, w_avg_samples, rng)
         noises = [n.requires_grad_(optimise_noise) for n in G.make_noise(batch, generator=rng)]
         normalise_noise_(noises)
@@ -234,7 +235,8 @@ def project(G, images: Tensor, labels: Tensor | None = None, *, perceptual, step
             return G.synthesize(styles_of(latents), noises, noise_space="input").add(1).mul(0.5)
 
         with torch.no_grad():
-            start_mse, start_perceptual = _distances(perceptual, render(variables).clamp(0, 1), targets)
+            target_features = [f.detach() for f in perceptual.features(targets)]
+            start_mse, start_perceptual = _distances(perceptual, render(variables).clamp(0, 1), targets, target_features)
 
         optimizer = torch.optim.Adam(variables + (noises if optimise_noise else []), lr=lr, betas=(0.9, 0.999))
         history = {key: [] for key in ("loss", "perceptual", "pixel_mse", "noise_reg", "lr")}
@@ -250,7 +252,7 @@ def project(G, images: Tensor, labels: Tensor | None = None, *, perceptual, step
             noisy = [v + torch.randn(v.shape, generator=rng, device=rng.device).to(device) * (std * scale)
                      if scale > 0 else v for v, std in zip(variables, stds)]
             current = render(noisy)
-            mse, distance = _distances(perceptual, current, targets)
+            mse, distance = _distances(perceptual, current, targets, target_features)
             reg = noise_regularisation(noises) if optimise_noise else torch.zeros_like(mse)
             loss = (distance + mse_weight * mse + noise_reg_weight * reg).sum()
             optimizer.zero_grad(set_to_none=True)
@@ -269,7 +271,7 @@ def project(G, images: Tensor, labels: Tensor | None = None, *, perceptual, step
             styles = styles_of(final).detach()
             noises = [n.detach() for n in noises]
             reconstruction = render(final).clamp(0, 1)
-            pixel_mse, distance = _distances(perceptual, reconstruction, targets)
+            pixel_mse, distance = _distances(perceptual, reconstruction, targets, target_features)
     return ProjectionResult(
         styles=styles, noises=noises, images=reconstruction.cpu(), targets=images.cpu(),
         labels=None if labels is None else labels.cpu(), pixel_mse=pixel_mse.cpu(), perceptual=distance.cpu(),
@@ -312,3 +314,80 @@ def attack_projected(G, classifier, projection: ProjectionResult, labels: Tensor
     if attack_kwargs.get("noise_space", "input") != "input":
         raise ValueError("projected noises live in the 'input' noise space")
     return latent_attack(G, classifier, projection.styles, projection.noises, labels, **attack_kwargs)
+
+
+# ------------------------------------------------------------------------------ reporting
+@torch.no_grad()
+def fresh_noise_error(G, projection: ProjectionResult, perceptual, seed: int = 0):
+    """Reconstruction errors (pixel MSE, perceptual; each (B,)) when the projected styles are
+    rendered with *fresh* random noise instead of the projected η: close to the projection's own
+    errors when η holds no image content (what the noise regulariser is for)."""
+    device = G.const.device
+    rng = torch.Generator(device=device).manual_seed(seed)
+    noises = G.make_noise(len(projection.images), generator=rng)
+    with _attack_mode(G, perceptual):
+        images = G.to_unit(G.synthesize(projection.styles, noises, noise_space="input"))
+        targets = projection.targets.to(device)
+        return _distances(perceptual, images, targets, perceptual.features(targets))
+
+
+def reconstruction_report(G, projection: ProjectionResult, classifier, perceptual, seed: int = 0) -> dict:
+    """What an input-conditioned result must be read with (§3.1.1: the attack is only as faithful
+    to I as g(ŷ, η̂) is to I): mean reconstruction errors at the start and after projection, with
+    fresh noise, and the share of projections the attacked classifier F still puts in the input's
+    class (next to F's accuracy on the inputs themselves)."""
+    from .classifiers import predict
+
+    fresh_mse, fresh_perceptual = fresh_noise_error(G, projection, perceptual, seed)
+    report = {
+        "pixel_mse": projection.pixel_mse.mean().item(),
+        "perceptual": projection.perceptual.mean().item(),
+        "start_pixel_mse": projection.start_pixel_mse.mean().item(),
+        "start_perceptual": projection.start_perceptual.mean().item(),
+        "fresh_noise_pixel_mse": fresh_mse.mean().item(),
+        "fresh_noise_perceptual": fresh_perceptual.mean().item(),
+    }
+    if projection.labels is not None:
+        report["classified_as_input"] = (predict(classifier, projection.images) == projection.labels).float().mean().item()
+        report["input_accuracy"] = (predict(classifier, projection.targets) == projection.labels).float().mean().item()
+    return report
+
+
+def figure4(projection: ProjectionResult, attack: LatentAttackResult, count: int = 8, classifier=None):
+    """The paper's Figure 4 for our data: rows input / projection g(ŷ, η̂) / adversarial image, each
+    captioned with F's predicted class (the input's row with its true label, and F's prediction on
+    it when ``classifier`` is given). Shows ``count`` samples: those the attack counted (valid: F
+    classified the projection correctly), fooled ones first, then the others. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    from .classifiers import predict
+
+    order = sorted(range(len(attack.valid)), key=lambda i: (not bool(attack.valid[i]), not bool(attack.success[i]), i))
+    picked = order[:count]
+    count = len(picked)
+    input_predictions = predict(classifier, projection.targets[picked]) if classifier is not None else None
+    rows = [("input", projection.targets), ("projection", attack.clean_images), ("adversarial", attack.images)]
+    fig, axes = plt.subplots(3, count, figsize=(1.15 * count, 3.9), squeeze=False)
+    for r, (name, images) in enumerate(rows):
+        for k, i in enumerate(picked):
+            ax = axes[r, k]
+            image = images[i].detach().cpu().clamp(0, 1)
+            ax.imshow(image.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                caption = f"label {int(attack.labels[i])}"
+                if input_predictions is not None:
+                    caption += f"\nF: {int(input_predictions[k])}"
+            elif r == 1:
+                # an invalid sample leaves the attack at t = 0, so its prediction is F's on the projection
+                caption = f"F: {int(attack.labels[i]) if attack.valid[i] else int(attack.predictions[i])}"
+            else:
+                fooled = bool(attack.success[i])
+                caption = f"F: {int(attack.predictions[i])}"
+                caption += f" ({int(attack.iterations[i])} it.)" if fooled else " (not fooled)"
+            ax.set_xlabel(caption, fontsize=7)
+            if k == 0:
+                ax.set_ylabel(name, fontsize=9)
+    fig.tight_layout()
+    return fig

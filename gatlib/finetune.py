@@ -1,0 +1,376 @@
+"""Fine-tuning the Original models: GAT, its two controls, the ablations (chapters 04 and 06).
+
+Each trained row of Table 1 starts from the **Original** model of the same seed k (the zoo's
+``mnist-classifier-s{k}``) and is fine-tuned for exactly ``steps`` optimiser steps on MNIST train
+with ``gatlib.training.train_classifier`` (AdamW, one-cycle schedule peaking at ``lr``, a clean
+batch of ``batch_size`` real digits per step) in one *mode*:
+
+* ``control-real`` — ``standard``: the real batch only (does more training alone help?);
+* ``control-generated`` — ``GATMode(attack=False)``: the real batch plus as many *unperturbed*
+  generated digits from the pool (does extra generated data alone help?);
+* ``gat`` — ``GATMode``: the real batch plus as many adversarial digits that fooled the current
+  model within ``max_iters`` steps, from a pool of ``pool_size`` refreshed every ``refresh_every``
+  steps (§3.1 last paragraph, §4.1);
+* ``ABLATIONS`` — GAT with one setting changed: what moves (style / noise / both only), which
+  layers (all at once instead of groups of ``group_size`` consecutive layers), no ≤ 10-iteration
+  filter (keep every attacked sample), and the pool refresh interval K.
+
+Exactly ``steps`` steps: ``train_classifier`` runs ``epochs × max_steps`` steps, so ``fine_tune``
+picks the fewest epochs ``e`` with ``steps % e == 0`` and ``steps / e`` at most one pass over the
+data (a single one-cycle schedule over all ``steps``).
+
+Learning curves: ``train_classifier`` has no callback, so the mode is wrapped: every
+``eval_every`` steps, before the step, a ``LearningCurve`` measures clean accuracy on
+``curve_images`` MNIST *valid* digits and the white-box attack (both, all layers, ≤ ``max_iters``)
+on ``curve_samples`` latents from ``CURVE_SEED_BASE + k`` (disjoint from training and from the
+Table 1 latents), then restores the model's train mode; a last point is taken after the final step.
+
+The zoo (``gatlib/zoo.py``) registers ``{row}-s{k}`` with ``zoo_recipe(row, k)`` and builds it with
+``zoo_payload(row, k)``; chapters get every row with ``row_models`` (from the zoo, checked against
+the recipe, or ``retrain=True``).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from . import classifiers
+from .robustness import CURVE_SEED_BASE, white_box_accuracy
+
+ORIGINAL = "original"
+TRAINED_ROWS = ("control-real", "control-generated", "gat")
+TABLE_ROWS = (ORIGINAL,) + TRAINED_ROWS          # Table 1 / Table 3 row order
+
+# the recipe of every fine-tuned zoo model; eps and delta MUST equal chapter 02's chosen step sizes
+DEFAULTS = {
+    "generator": "mnist-stylegan2",
+    "eps": 0.05,            # placeholder: chapter 02's `step_sizes.eps` once the generator is trained
+    "delta": 1.6,           # placeholder: chapter 02's `step_sizes.delta`
+    "max_iters": 10,
+    "steps": 400,
+    "batch_size": 128,
+    "lr": 5e-4,
+    "weight_decay": 1e-4,
+    "pool_size": 1024,
+    "refresh_every": 50,
+    "chunk": 128,
+    "group_size": 2,        # consecutive layers moved together; 0 = all layers at once
+    "moves": ["style", "noise", "both"],
+    "keep_only_fooled": True,
+    "eval_every": 50,
+    "curve_samples": 200,
+    "curve_images": 1000,
+}
+_COMMON = ("generator", "eps", "delta", "max_iters", "steps", "batch_size", "lr", "weight_decay", "eval_every",
+           "curve_samples", "curve_images")
+_POOL = ("pool_size", "refresh_every", "chunk")
+_ATTACK = ("group_size", "moves", "keep_only_fooled")
+MODE_KEYS = {"standard": _COMMON, "generated": _COMMON + _POOL, "gat": _COMMON + _POOL + _ATTACK}
+
+ROWS = {"control-real": {"mode": "standard"}, "control-generated": {"mode": "generated"}, "gat": {"mode": "gat"}}
+ABLATIONS = {
+    "gat-style": {"mode": "gat", "moves": ["style"]},
+    "gat-noise": {"mode": "gat", "moves": ["noise"]},
+    "gat-both": {"mode": "gat", "moves": ["both"]},
+    "gat-all-layers": {"mode": "gat", "group_size": 0},
+    "gat-no-filter": {"mode": "gat", "keep_only_fooled": False},
+    "gat-refresh-10": {"mode": "gat", "refresh_every": 10},
+    "gat-refresh-200": {"mode": "gat", "refresh_every": 200},
+}
+ALL_ROWS = {**ROWS, **ABLATIONS}
+
+
+def original_name(seed: int) -> str:
+    return f"mnist-classifier-s{seed}"
+
+
+def zoo_name(row: str, seed: int) -> str:
+    """The zoo entry of ``row`` and seed k: ``mnist-classifier-s{k}`` for Original, else ``{row}-s{k}``."""
+    return original_name(seed) if row == ORIGINAL else f"{row}-s{seed}"
+
+
+def zoo_recipe(row: str, seed: int, **overrides) -> dict:
+    """The recipe of a fine-tuned row: ``DEFAULTS`` < ``overrides`` < the row's own settings, keeping
+    only the keys its mode uses (so a chapter may pass all its parameters for every row)."""
+    if row not in ALL_ROWS:
+        raise ValueError(f"unknown fine-tuned row {row!r}; known: {', '.join(ALL_ROWS)}")
+    unknown = set(overrides) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown recipe settings {sorted(unknown)}; known: {', '.join(DEFAULTS)}")
+    settings = {**DEFAULTS, **overrides, **ALL_ROWS[row]}
+    mode = settings.pop("mode")
+    recipe = {"row": row, "mode": mode, "seed": int(seed), "base": original_name(seed)}
+    recipe.update({key: settings[key] for key in MODE_KEYS[mode]})
+    if "moves" in recipe:
+        recipe["moves"] = list(recipe["moves"])
+    return json.loads(json.dumps(recipe))   # exactly what the manifest will hold
+
+
+def make_mode(row: str, G, *, eps: float, delta: float, seed: int, pool_size: int = 1024, refresh_every: int = 50,
+              moves=("style", "noise", "both"), keep_only_fooled: bool = True, group_size: int = 2,
+              max_iters: int = 10, chunk: int = 128, mode: str | None = None):
+    """The training mode of ``row``: ``"standard"``, or a ``GATMode`` (``attack=False`` for the
+    generated-data control). ``group_size=0`` moves all layers at once."""
+    from .gat import GATMode
+
+    mode = mode or ALL_ROWS[row]["mode"]
+    if mode == "standard":
+        return "standard"
+    if mode not in ("generated", "gat"):
+        raise ValueError(f"unknown fine-tuning mode {mode!r}")
+    return GATMode(G, eps=eps, delta=delta, max_iters=max_iters, pool_size=pool_size, refresh_every=refresh_every,
+                   chunk=chunk, group_size=group_size if group_size > 0 else G.num_layers, moves=tuple(moves),
+                   keep_only_fooled=keep_only_fooled, attack=mode == "gat", seed=seed)
+
+
+# ------------------------------------------------------------------------------ fine-tuning
+class LearningCurve:
+    """Clean accuracy and white-box robustness measured during training (see the module docstring)."""
+
+    def __init__(self, G, eval_set, *, eps: float, delta: float, samples: int = 200, max_iters: int = 10,
+                 seed: int = 0, every: int = 50, batch_size: int = 250):
+        if every < 1:
+            raise ValueError(f"eval_every must be positive, got {every}")
+        self.G, self.eval_set, self.eps, self.delta = G, eval_set, eps, delta
+        self.samples, self.max_iters, self.seed, self.every, self.batch_size = samples, max_iters, seed, every, batch_size
+        self.points: list[dict] = []
+
+    def measure(self, model: nn.Module, step: int) -> dict:
+        training = model.training
+        point = {"step": int(step), "clean_accuracy": classifiers.accuracy(model, self.eval_set)}
+        if self.G is not None and self.samples > 0:
+            white = white_box_accuracy(self.G, model, self.samples, CURVE_SEED_BASE + self.seed, self.eps, self.delta,
+                                       self.max_iters, self.batch_size)
+            point.update(adversarial_accuracy=white["accuracy"], attack_success=white["success_rate"])
+        model.train(training)
+        self.points.append(point)
+        return point
+
+
+class _Tracked:
+    """Wraps a mode: counts the optimiser steps and takes learning-curve points before a step."""
+
+    def __init__(self, mode, curve: LearningCurve | None):
+        from .training import MODES
+
+        self.mode = MODES[mode] if isinstance(mode, str) else mode
+        self.curve, self.calls = curve, 0
+
+    def __call__(self, model, images, labels, step):
+        if self.curve is not None and step % self.curve.every == 0:
+            self.curve.measure(model, step)
+        self.calls += 1
+        return self.mode(model, images, labels, step)
+
+
+def step_schedule(train_size: int, batch_size: int, steps: int) -> tuple[int, int]:
+    """``(epochs, steps per epoch)`` with ``epochs * per_epoch == steps`` exactly, ``per_epoch`` at
+    most one pass over ``train_size`` images, and as few epochs as possible."""
+    per_pass = train_size // batch_size
+    if steps < 1:
+        raise ValueError(f"steps must be positive, got {steps}")
+    if per_pass < 1:
+        raise ValueError(f"{train_size} training images are fewer than one batch of {batch_size}")
+    for epochs in range(math.ceil(steps / per_pass), steps + 1):
+        if steps % epochs == 0:
+            return epochs, steps // epochs
+    raise AssertionError("unreachable: epochs == steps always divides")
+
+
+def fine_tune(original: nn.Module, train_set, mode="standard", steps: int = 400, *, batch_size: int = 128,
+              lr: float = 5e-4, weight_decay: float = 1e-4, seed: int = 0, device="cpu", checkpoint=None,
+              curve: LearningCurve | None = None, progress: bool = True) -> tuple[nn.Module, dict]:
+    """A copy of ``original`` trained for exactly ``steps`` optimiser steps in ``mode``; the
+    original is left untouched. Returns ``(model in eval mode, history)`` with ``history`` =
+    ``train_classifier``'s per-epoch loss/accuracy plus ``steps``, ``seconds`` and ``curve`` (the
+    learning-curve points, when ``curve`` is given; a last point after the final step)."""
+    from .training import train_classifier
+
+    model = copy.deepcopy(original).to(device)
+    epochs, per_epoch = step_schedule(len(train_set), batch_size, steps)
+    tracked = _Tracked(mode, curve)
+    started = time.time()
+    history = train_classifier(model, train_set, epochs=epochs, batch_size=batch_size, lr=lr,
+                               weight_decay=weight_decay, seed=seed, device=device, mode=tracked,
+                               checkpoint=checkpoint, max_steps=per_epoch, progress=progress)
+    if curve is not None and (not curve.points or curve.points[-1]["step"] != steps):
+        curve.measure(model, steps)
+    model.eval()
+    history = {**history, "steps": tracked.calls, "seconds": time.time() - started,
+               "curve": list(curve.points) if curve is not None else []}
+    return model, history
+
+
+def train_zoo_model(row: str, seed: int, G=None, *, train_set=None, curve_set=None, original: nn.Module | None = None,
+                    device="cpu", progress: bool = True, **overrides):
+    """Fine-tune ``row`` for seed k by its ``zoo_recipe(row, k, **overrides)``.
+
+    ``G`` defaults to the recipe's generator, ``original`` to the zoo's ``mnist-classifier-s{k}``,
+    ``train_set`` to MNIST train, ``curve_set`` to ``curve_images`` MNIST valid digits.
+    Returns ``(model, history, mode_log, seconds)``; ``mode_log`` is ``GATMode.log`` (one entry per
+    pool refresh: attacked, kept, fooled rate, seconds), empty for ``standard``."""
+    from . import data, zoo
+    from .chapter import seed_everything
+
+    recipe = zoo_recipe(row, seed, **overrides)
+    started = time.time()
+    seed_everything(seed)
+    if G is None:
+        G = zoo.generator(recipe["generator"], device=device, seed=seed)
+    original = original if original is not None else zoo.load(recipe["base"], device=device)
+    train_set = train_set if train_set is not None else data.mnist("train")
+    curve_set = curve_set if curve_set is not None else data.mnist("valid").subset(recipe["curve_images"], seed)
+    mode = make_mode(row, G, seed=seed, mode=recipe["mode"],
+                     **{k: recipe[k] for k in ("eps", "delta", "max_iters", *_POOL, *_ATTACK) if k in recipe})
+    curve = LearningCurve(G, curve_set, eps=recipe["eps"], delta=recipe["delta"], samples=recipe["curve_samples"],
+                          max_iters=recipe["max_iters"], seed=seed, every=recipe["eval_every"])
+    model, history = fine_tune(original, train_set, mode, recipe["steps"], batch_size=recipe["batch_size"],
+                               lr=recipe["lr"], weight_decay=recipe["weight_decay"], seed=seed, device=device,
+                               curve=curve, progress=progress)
+    mode_log = list(mode.log) if hasattr(mode, "log") else []
+    return model, history, mode_log, time.time() - started
+
+
+def zoo_payload(row: str, seed: int, progress: bool = True, device="cpu", **overrides):
+    """Everything ``gatlib.zoo`` needs to record ``{row}-s{k}``: ``(payload, metrics, seconds, recipe)``
+    (payload: ``state_dict``, ``arch``, ``name``, ``history``, ``mode_log``, ``recipe``)."""
+    from . import data
+
+    recipe = zoo_recipe(row, seed, **overrides)
+    model, history, mode_log, seconds = train_zoo_model(row, seed, progress=progress, device=device, **overrides)
+    last = history["curve"][-1] if history["curve"] else {}
+    metrics = {"mnist_test_accuracy": classifiers.accuracy(model, data.mnist("test")),
+               "optdigits_accuracy": classifiers.accuracy(model, data.optdigits()),
+               "curve_adversarial_accuracy": last.get("adversarial_accuracy"),
+               "steps": history["steps"], "seconds_generating": sum(e["seconds"] for e in mode_log)}
+    payload = {"state_dict": model.state_dict(), "arch": "small_cnn", "name": zoo_name(row, seed),
+               "history": history, "mode_log": mode_log, "recipe": recipe}
+    return payload, metrics, seconds, recipe
+
+
+# ------------------------------------------------------------------------- chapters' models
+@dataclass
+class RowModels:
+    """Models of several rows and seeds, with how each came to be."""
+    seeds: list
+    models: dict = field(default_factory=dict)      # row -> [model per seed]
+    histories: dict = field(default_factory=dict)   # row -> [history per seed] (None for Original)
+    mode_logs: dict = field(default_factory=dict)   # row -> [GATMode log per seed]
+    seconds: dict = field(default_factory=dict)     # row -> [training seconds per seed]
+    sources: dict = field(default_factory=dict)     # row -> [zoo name + command, or "retrained"]
+
+    def provenance(self):
+        import pandas as pd
+
+        return pd.DataFrame([{"row": row, "seed": seed, "source": source, "train_seconds": seconds}
+                             for row in self.models for seed, source, seconds
+                             in zip(self.seeds, self.sources[row], self.seconds[row])])
+
+    def total_train_seconds(self) -> float:
+        return float(sum(s for values in self.seconds.values() for s in values if s is not None))
+
+
+def _load_from_zoo(row: str, seed: int, expected: dict | None, device):
+    from . import zoo
+
+    name = zoo_name(row, seed)
+    if name not in zoo.ENTRIES:
+        raise LookupError(f"the zoo has no model {name!r} yet: register it in gatlib/zoo.py (recipe "
+                          f"gatlib.finetune.zoo_recipe({row!r}, {seed})) and build it with "
+                          f"`python -m gatlib.zoo train {name}`, or run this chapter with retrain=True")
+    path = zoo.verified_path(name)   # names the command when the file is missing or corrupt
+    recorded = zoo.read_manifest().get(name, {})
+    if expected is not None:
+        stored = recorded.get("recipe", {})
+        differ = {k: (stored.get(k), v) for k, v in expected.items() if stored.get(k) != v}
+        if differ:
+            listed = ", ".join(f"{k}: zoo {a!r} vs asked {b!r}" for k, (a, b) in differ.items())
+            raise ValueError(f"zoo model {name!r} was trained with another recipe ({listed}); set the chapter's "
+                             f"parameters to the zoo's recipe, rebuild it with `python -m gatlib.zoo train {name}`, "
+                             "or run with retrain=True")
+    model = zoo.load(name, device=device)
+    extras = torch.load(path, map_location="cpu", weights_only=True)
+    return model, extras.get("history"), extras.get("mode_log", []), recorded.get("train_seconds"), \
+        f"zoo {name} · `{zoo.entry(name).command}`"
+
+
+def row_models(rows: Sequence[str], seeds: Sequence[int], *, retrain: bool = False, G=None, train_set=None,
+               device="cpu", progress: bool = True, **overrides) -> RowModels:
+    """The models of ``rows`` (Original and/or fine-tuned rows) for every seed.
+
+    Original always comes from the zoo (chapter 00's ``mnist-classifier-s{k}``). A fine-tuned row
+    comes from the zoo — its recorded recipe must equal ``zoo_recipe(row, k, **overrides)``, else
+    an error says what differs — or, with ``retrain=True``, is fine-tuned here (in memory; the zoo
+    is never written). There is no silent fallback: a missing zoo model is an error naming the
+    command that builds it."""
+    out = RowModels(seeds=list(seeds))
+    for row in rows:
+        for key in ("models", "histories", "mode_logs", "seconds", "sources"):
+            getattr(out, key)[row] = []
+        for seed in seeds:
+            if row == ORIGINAL:
+                model, history, log, seconds, source = _load_from_zoo(row, seed, None, device)
+            elif retrain:
+                original = _load_from_zoo(ORIGINAL, seed, None, device)[0]
+                model, history, log, seconds = train_zoo_model(row, seed, G, train_set=train_set, original=original,
+                                                               device=device, progress=progress, **overrides)
+                source = "retrained in this run"
+            else:
+                model, history, log, seconds, source = _load_from_zoo(row, seed, zoo_recipe(row, seed, **overrides),
+                                                                      device)
+            out.models[row].append(model)
+            out.histories[row].append(history)
+            out.mode_logs[row].append(log)
+            out.seconds[row].append(seconds)
+            out.sources[row].append(source)
+    return out
+
+
+def paper_rows(arch: str, num_classes: int, paths_by_row: dict) -> RowModels:
+    """``paper`` profile: the user's checkpoints, ``{row: "seed0.pt,seed1.pt,..."}`` (empty rows
+    are skipped; Original is required), built with ``classifiers.paper_classifier``."""
+    lists = {row: [p.strip() for p in str(paths).split(",") if p.strip()] for row, paths in paths_by_row.items()}
+    lists = {row: paths for row, paths in lists.items() if paths}
+    if ORIGINAL not in lists:
+        raise ValueError("the paper profile needs the Original model's checkpoint(s): set original_paths")
+    counts = {len(paths) for paths in lists.values()}
+    if len(counts) != 1:
+        raise ValueError(f"every row needs one checkpoint per seed; got {({r: len(p) for r, p in lists.items()})}")
+    out = RowModels(seeds=list(range(counts.pop())))
+    for row, paths in lists.items():
+        out.models[row] = [classifiers.paper_classifier(arch, num_classes, Path(p)).eval() for p in paths]
+        out.histories[row] = [None] * len(paths)
+        out.mode_logs[row] = [[] for _ in paths]
+        out.seconds[row] = [None] * len(paths)
+        out.sources[row] = [f"user checkpoint {p}" for p in paths]
+    return out
+
+
+def curve_table(rows: RowModels):
+    """The learning curves of every trained model as one long table: row, seed, step, clean
+    accuracy, white-box accuracy and attack success on the curve latents."""
+    import pandas as pd
+
+    records = []
+    for row, histories in rows.histories.items():
+        for seed, history in zip(rows.seeds, histories):
+            for point in (history or {}).get("curve", []):
+                records.append({"row": row, "seed": seed, **point})
+    return pd.DataFrame(records)
+
+
+def refresh_table(rows: RowModels):
+    """Every pool refresh of every GATMode run: row, seed, step, attacked, kept, fooled rate, seconds."""
+    import pandas as pd
+
+    records = [{"row": row, "seed": seed, **entry} for row, logs in rows.mode_logs.items()
+               for seed, log in zip(rows.seeds, logs) for entry in (log or [])]
+    return pd.DataFrame(records, columns=["row", "seed", "step", "attacked", "kept", "fooled_rate", "seconds"])

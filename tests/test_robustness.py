@@ -1,0 +1,207 @@
+"""Table 1 / Table 3 evaluation (gatlib.robustness) and fine-tuning of the Original (gatlib.finetune)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from torch import nn
+
+from gatlib import finetune, robustness, zoo
+from gatlib.attacks.latent import attack_batches
+from gatlib.data import DigitDataset
+
+EPS, DELTA = 0.2, 1.0
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def G():
+    return zoo.generator("random-tiny", seed=0)
+
+
+def classifier(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(32 * 32, 10))
+
+
+class Constant(nn.Module):
+    """Always predicts ``label`` (with a parameter, so an attack can take gradients)."""
+
+    def __init__(self, label):
+        super().__init__()
+        self.label = label
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, images):
+        logits = torch.zeros(len(images), 10) + images.flatten(1).mean(1, keepdim=True) * 0 * self.scale
+        logits[:, self.label] = 10.0
+        return logits
+
+
+# ------------------------------------------------------------------------------ white box
+def test_white_box_counts_misclassified_at_start_as_errors(G):
+    model = classifier()
+    labels = torch.arange(40) % 10
+    out = robustness.white_box_accuracy(G, model, labels, seed=5, eps=EPS, delta=DELTA, max_iters=3)
+    result = attack_batches(G, model, labels, seed=5, progress=False, eps=EPS, delta=DELTA, moves="both",
+                            max_iters=3)
+    survivors = (result.valid & ~result.success).sum().item()
+    assert out["samples"] == 40 and out["correct"] == survivors
+    assert out["accuracy"] == pytest.approx(survivors / 40)
+    assert out["misclassified_at_start"] == pytest.approx(1 - result.valid.float().mean().item())
+    assert out["misclassified_at_start"] > 0, "the test needs samples that are wrong at t=0"
+    # a model that is wrong on every clean sample scores 0, whatever the attack does
+    wrong = robustness.white_box_accuracy(G, Constant(3), torch.full((10,), 5), seed=5, eps=EPS, delta=DELTA)
+    assert wrong["accuracy"] == 0.0 and wrong["misclassified_at_start"] == 1.0
+
+
+def test_white_box_is_one_minus_success_when_all_valid(G):
+    from gatlib.generators.stylegan2 import Generator
+
+    model = classifier()
+    general = robustness.white_box_accuracy(G, model, 40, seed=6, eps=EPS, delta=DELTA, max_iters=4)
+    assert general["accuracy"] == pytest.approx((1 - general["misclassified_at_start"]) * (1 - general["success_rate"]))
+    # an unconditional generator renders the same images whatever the labels: label every latent with
+    # the model's clean prediction, so every sample is valid
+    torch.manual_seed(1)
+    unconditional = Generator(channels={4: 32, 8: 32, 16: 16, 32: 16}, z_dim=32, w_dim=32, mapping_layers=2,
+                              num_classes=0).eval()
+    with torch.no_grad():
+        for layer in unconditional.layers:
+            layer.noise_strength.fill_(0.1)
+    probe = attack_batches(unconditional, model, torch.zeros(30, dtype=torch.long), seed=6, progress=False,
+                           eps=EPS, delta=DELTA, max_iters=1)
+    labels = model(probe.clean_images).argmax(1)
+    out = robustness.white_box_accuracy(unconditional, model, labels, seed=6, eps=EPS, delta=DELTA, max_iters=4)
+    assert out["misclassified_at_start"] == 0.0
+    assert out["accuracy"] == pytest.approx(1 - out["success_rate"])
+    # a constant model cannot be fooled: accuracy 1 when it is right
+    robust = robustness.white_box_accuracy(G, Constant(2), torch.full((8,), 2), seed=6, eps=EPS, delta=DELTA)
+    assert robust["accuracy"] == 1.0 and robust["success_rate"] == 0.0
+
+
+def test_fixed_set_keeps_every_sample_and_transfers(G):
+    original = classifier(1)
+    fixed = robustness.craft_fixed_set(G, original, 30, seed=7, eps=EPS, delta=DELTA, max_iters=4)
+    assert len(fixed) == 30 and fixed.images.shape == (30, 1, 32, 32)
+    # against its own source, transfer accuracy is the white-box accuracy (same latents, every sample kept)
+    assert robustness.transfer_accuracy(original, fixed) == pytest.approx(fixed.white_box["accuracy"])
+    white = robustness.white_box_accuracy(G, original, 30, seed=7, eps=EPS, delta=DELTA, max_iters=4)
+    assert white["accuracy"] == pytest.approx(fixed.white_box["accuracy"])
+    if fixed.fooled.any():
+        assert robustness.transfer_accuracy(original, fixed, only_fooled=True) == 0.0
+    # another model is scored on the very same images
+    other = classifier(2)
+    expected = (other(fixed.images).argmax(1) == fixed.labels).float().mean().item()
+    assert robustness.transfer_accuracy(other, fixed) == pytest.approx(expected)
+    assert robustness.transfer_accuracy(Constant(4), fixed) == pytest.approx((fixed.labels == 4).float().mean().item())
+
+
+# ------------------------------------------------------------------------------- intervals
+def test_mean_ci_matches_the_t_interval():
+    values = [0.91, 0.95, 0.93]
+    mean, half = robustness.mean_ci(values)
+    s = np.std(values, ddof=1)
+    assert mean == pytest.approx(np.mean(values))
+    assert half == pytest.approx(stats.t.ppf(0.975, 2) * s / math.sqrt(3))
+    low, high = stats.t.interval(0.95, 2, loc=np.mean(values), scale=stats.sem(values))
+    assert (mean - half, mean + half) == pytest.approx((low, high))
+    one_mean, one_half = robustness.mean_ci([0.5])
+    assert one_mean == 0.5 and math.isnan(one_half)
+    assert robustness.format_ci(0.5, float("nan")) == "50.0"
+    assert robustness.format_ci(0.5, 0.012) == "50.0 ± 1.2"
+
+
+def test_table1_and_table3_shapes(G):
+    digits = DigitDataset(torch.rand(20, 1, 32, 32), torch.arange(20) % 10)
+    models = {"original": [classifier(0), classifier(1)], "gat": [classifier(2), classifier(3)]}
+    table = robustness.table1(models, G, digits, seeds=[0, 1], eps=EPS, delta=DELTA, samples=10, max_iters=2,
+                              progress=False)
+    assert list(table.summary.index) == ["original", "gat"] and len(table.per_seed) == 4
+    assert set(robustness.TABLE1_COLUMNS) <= set(table.summary.columns)
+    original = table.per_seed[table.per_seed.row == "original"]
+    assert (original.adversarial == original.transfer).all()
+    ood = robustness.out_of_domain_table(models, digits, digits, seeds=[0, 1])
+    assert (ood.per_seed.in_domain == ood.per_seed.out_of_domain).all()
+    matrices = robustness.confusion_matrices(models, digits, 10)
+    assert matrices["gat"].sum() == 2 * len(digits)
+
+
+# ------------------------------------------------------------------------------ fine-tuning
+def test_fine_tune_runs_exactly_steps_and_leaves_the_original(G):
+    digits = DigitDataset(torch.rand(64, 1, 32, 32), torch.arange(64) % 10)
+    original = classifier()
+    before = {k: v.clone() for k, v in original.state_dict().items()}
+    curve = finetune.LearningCurve(G, digits, eps=EPS, delta=DELTA, samples=6, max_iters=2, every=2)
+    # 7 steps with 4 batches per pass: 7 epochs of 1 step (7 is prime), one schedule
+    model, history = finetune.fine_tune(original, digits, "standard", 7, batch_size=16, lr=1e-2, curve=curve,
+                                        progress=False)
+    assert history["steps"] == 7 and len(history["epoch"]) == 7
+    assert [p["step"] for p in history["curve"]] == [0, 2, 4, 6, 7]
+    assert all(torch.equal(before[k], v) for k, v in original.state_dict().items())
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not model.training
+    assert finetune.step_schedule(50_000, 128, 390) == (1, 390)
+    assert finetune.step_schedule(50_000, 128, 400) == (2, 200)
+    assert finetune.step_schedule(50_000, 128, 1000) == (4, 250)
+
+
+def test_gat_mode_fine_tune_and_recipes(G):
+    digits = DigitDataset(torch.rand(48, 1, 32, 32), torch.arange(48) % 10)
+    recipe = finetune.zoo_recipe("gat", 1, generator="random-tiny", steps=3, pool_size=8, refresh_every=2)
+    assert recipe["base"] == "mnist-classifier-s1" and recipe["steps"] == 3 and recipe["mode"] == "gat"
+    assert "pool_size" not in finetune.zoo_recipe("control-real", 0)
+    assert finetune.zoo_recipe("gat-style", 0, moves=["both"])["moves"] == ["style"], "the ablation's own setting wins"
+    with pytest.raises(ValueError, match="unknown recipe settings"):
+        finetune.zoo_recipe("gat", 0, epsilon=1)
+    model, history, log, seconds = finetune.train_zoo_model(
+        "gat", 1, G, train_set=digits, curve_set=digits, original=classifier(), progress=False,
+        generator="random-tiny", eps=EPS, delta=DELTA, steps=3, batch_size=16, pool_size=8, chunk=16,
+        refresh_every=2, eval_every=10, curve_samples=4)
+    assert history["steps"] == 3 and [entry["step"] for entry in log] == [0, 2] and seconds > 0
+    all_layers = finetune.make_mode("gat-all-layers", G, eps=EPS, delta=DELTA, seed=0, group_size=0)
+    assert all_layers.groups == [list(range(G.num_layers))]
+    assert finetune.make_mode("control-real", G, eps=EPS, delta=DELTA, seed=0) == "standard"
+    assert finetune.make_mode("control-generated", G, eps=EPS, delta=DELTA, seed=0).attack is False
+
+
+def test_missing_zoo_model_names_the_command():
+    with pytest.raises(LookupError, match=r"python -m gatlib.zoo train gat-s7"):
+        finetune.row_models(["gat"], [7])
+
+
+# ------------------------------------------------------------------------- paper profile
+def test_group_classes_maps_folders_and_names_unknown_ones(tmp_path):
+    from PIL import Image
+
+    for wnid, count in [("n02123045", 2), ("n02123159", 1), ("n04285008", 2), ("n09999999", 1)]:
+        (tmp_path / wnid).mkdir()
+        for i in range(count):
+            Image.new("RGB", (8, 8), color=(i * 40, 0, 0)).save(tmp_path / wnid / f"{i}.png")
+    grouped = robustness.group_classes(tmp_path, {"car": ["n04285008"], "cat": ["n02123045", "n02123159"]})
+    assert len(grouped) == 5 and grouped.classes == ["car", "cat"]
+    assert grouped.counts() == {"car": 2, "cat": 3}
+    image, label = grouped[0]
+    assert label in (0, 1) and image.size == (8, 8)
+    assert sorted(grouped.targets) == [0, 0, 1, 1, 1]
+    with pytest.raises(ValueError, match="'n99' .* is not a class folder"):
+        robustness.group_classes(tmp_path, {"car": ["n04285008"], "cat": ["n99"]})
+    with pytest.raises(ValueError, match="in two groups"):
+        robustness.group_classes(tmp_path, {"car": ["n04285008"], "cat": ["n04285008"]})
+
+
+def test_zoo_model_with_another_recipe_is_refused(monkeypatch, tmp_path):
+    entry = zoo.ZooEntry("gat-s0", "gat", "classifier", "small_cnn", 0, "test entry", finetune.zoo_recipe("gat", 0))
+    monkeypatch.setitem(zoo.ENTRIES, "gat-s0", entry)
+    monkeypatch.setattr(zoo, "verified_path", lambda name, path=None: tmp_path / "gat-s0.pt")
+    monkeypatch.setattr(zoo, "read_manifest", lambda: {"gat-s0": {"recipe": finetune.zoo_recipe("gat", 0, eps=0.1)}})
+    with pytest.raises(ValueError, match=r"eps: zoo 0.1 vs asked 0.2"):
+        finetune.row_models(["gat"], [0], eps=0.2)
