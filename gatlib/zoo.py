@@ -78,6 +78,22 @@ register(ZooEntry("mnist-stylegan2", "generator", "generator", "stylegan2", 0,
                   "Class-conditional StyleGAN2 at 32x32 trained on MNIST train (G_ema): the generator g whose "
                   "styles y and noises eta the attacks perturb.", {"total_kimg": 500.0}))
 
+def _register_fine_tuned() -> None:
+    """Table 1's fine-tuned rows (GAT and its two controls) on the three Original seeds, and GAT's
+    ablations on seed 0: each fine-tunes ``mnist-classifier-s{k}`` (``gatlib.finetune``)."""
+    from . import finetune
+
+    for row in finetune.TRAINED_ROWS:
+        for seed in range(3):
+            register(ZooEntry(f"{row}-s{seed}", row, "classifier", "small_cnn", seed,
+                              f"mnist-classifier-s{seed} fine-tuned: Table 1 row '{row}'", finetune.zoo_recipe(row, seed)))
+    for row in finetune.ABLATIONS:
+        register(ZooEntry(f"{row}-s0", "gat-ablation", "classifier", "small_cnn", 0,
+                          f"GAT ablation '{row}' (fine-tunes mnist-classifier-s0)", finetune.zoo_recipe(row, 0)))
+
+
+_register_fine_tuned()
+
 
 # ------------------------------------------------------------------------------- manifest
 def read_manifest() -> dict:
@@ -185,6 +201,11 @@ def train(name: str, progress: bool = True, max_minutes: float | None = None) ->
     zoo_entry = entry(name)
     if zoo_entry.kind == "generator":
         return _train_generator(zoo_entry, progress, max_minutes)
+    if "base" in zoo_entry.recipe:   # a fine-tuned row of Table 1 (needs the generator)
+        from .finetune import zoo_payload
+
+        payload, metrics, seconds, recipe = zoo_payload(zoo_entry.recipe["row"], zoo_entry.seed, progress=progress)
+        return _record(zoo_entry, payload, metrics, seconds, recipe)
     recipe = zoo_entry.recipe
     seed_everything(zoo_entry.seed)
     model = classifiers.build(zoo_entry.arch)
