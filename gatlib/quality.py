@@ -101,9 +101,11 @@ def evaluate_generator(G, classifiers_by_name: dict, feature_model: nn.Module, r
     """Every quality number of chapter 01 for a class-conditional generator ``G``.
 
     ``samples`` images, balanced over the classes, from seeded latents; ``real`` is the real test
-    set (an ``ImageSet``). Returns ``{"agreement": {name: fraction}, "frechet": ..., "frechet_floor":
+    set (an ``ImageSet``); use ``samples >= len(real) / 2`` so the Fréchet distances compare equal
+    sample sizes. Returns ``{"agreement": {name: fraction}, "frechet": ..., "frechet_floor":
     ..., "frechet_ratio": ..., "precision": {class: p}, "recall": {class: r}, "images": ..., "labels": ...}``.
-    The Fréchet floor is the distance between two random halves of ``real``.
+    The Fréchet floor is the distance between two random halves of ``real``; the generator's
+    distance is measured against the first half with as many generated images as the second half.
     """
     from .generators.explore import generate
 
@@ -112,10 +114,14 @@ def evaluate_generator(G, classifiers_by_name: dict, feature_model: nn.Module, r
     images = generate(G, labels, seed=seed, truncation_psi=truncation_psi)
     agreement = {name: label_agreement(model, images, labels) for name, model in classifiers_by_name.items()}
     features = Features(feature_model)
+    # The Fréchet distance is biased upward at small sample sizes, so both distances are measured
+    # at the same sizes against the same reference: real half A vs real half B (the floor), and
+    # real half A vs as many generated images as half B holds.
     order = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))
     half = len(real) // 2
-    floor = frechet_distance(features, real.images[order[:half]], real.images[order[half:]])
-    distance = frechet_distance(features, real.images, images)
+    reference, other_half = real.images[order[:half]], real.images[order[half:]]
+    floor = frechet_distance(features, reference, other_half)
+    distance = frechet_distance(features, reference, images[:len(other_half)])
     per_class = per_class_precision_recall(features, real.images, real.labels, images, labels, k=k)
     return {"agreement": agreement, "frechet": distance, "frechet_floor": floor,
             "frechet_ratio": distance / max(floor, 1e-12),
