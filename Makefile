@@ -22,7 +22,9 @@ book: $(STAMP)
 	$(BIN)/gat book --profile default
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	# PASSIVE: idle OpenMP threads sleep instead of spinning (a spinning pool is many times slower when
+	# another process shares the cores, e.g. a notebook kernel started by the tests)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q
 
 smoke-book: $(STAMP)
 	$(BIN)/gat book --profile smoke --build-dir _build/smoke
