@@ -12,12 +12,7 @@ from gatlib.defenses import (AdvPropMode, AdversarialMode, MixBatchNorm2d, advpr
 from gatlib.training import MODES, train_classifier
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def dataset(count=64, seed=0):

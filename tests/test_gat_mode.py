@@ -3,23 +3,17 @@ import pytest
 import torch
 from torch import nn
 
-from gatlib import zoo
 from gatlib.data import DigitDataset
 from gatlib.gat import GATMode
 from gatlib.training import train_classifier
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def G():
-    return zoo.generator("random-tiny", seed=0)
+def G(tiny_generator):
+    return tiny_generator
 
 
 def classifier():

@@ -4,21 +4,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gatlib import zoo
 from gatlib.attacks.latent import latent_attack, sample_latents
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def G():
-    return zoo.generator("random-tiny", seed=0)
+def G(tiny_generator):
+    return tiny_generator
 
 
 @pytest.fixture(scope="module")

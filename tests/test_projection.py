@@ -12,17 +12,12 @@ from gatlib.projection import (ProjectionResult, attack_projected, fresh_noise_e
                                noise_regularisation, normalise_noise_, project, reconstruction_report)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def G():
-    return zoo.generator("random-tiny", seed=0)
+def G(tiny_generator):
+    return tiny_generator
 
 
 @pytest.fixture(scope="module")

@@ -14,17 +14,12 @@ from gatlib.data import DigitDataset
 EPS, DELTA = 0.2, 1.0
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def G():
-    return zoo.generator("random-tiny", seed=0)
+def G(tiny_generator):
+    return tiny_generator
 
 
 def classifier(seed=0):
