@@ -14,6 +14,12 @@ batch of ``batch_size`` real digits per step) in one *mode*:
 * ``ABLATIONS`` — GAT with one setting changed: what moves (style / noise / both only), which
   layers (all at once instead of groups of ``group_size`` consecutive layers), no ≤ 10-iteration
   filter (keep every attacked sample), and the pool refresh interval K.
+* ``DEFENSE_ROWS`` — Table 2's baseline defenses (``gatlib.defenses``), fine-tuned from the same
+  Original with the same step budget as GAT, so that Table 2 compares training objectives and not
+  training lengths: ``at-pgd``, ``at-spatial``, ``at-recolor``, ``pat`` (each attack against the
+  current model replaces the batch, Madry's min–max) and ``advprop`` (clean + PGD batch through
+  separate BatchNorms; the auxiliary BN is dropped after training by ``collapse_mix_batchnorm``).
+  Their recipes record the training attack's settings; they need no generator.
 
 Exactly ``steps`` steps: ``train_classifier`` runs ``epochs × max_steps`` steps, so ``fine_tune``
 picks the fewest epochs ``e`` with ``steps % e == 0`` and ``steps / e`` at most one pass over the
@@ -73,7 +79,9 @@ _COMMON = ("generator", "eps", "delta", "max_iters", "steps", "batch_size", "lr"
            "curve_samples", "curve_images")
 _POOL = ("pool_size", "refresh_every", "chunk")
 _ATTACK = ("group_size", "moves", "keep_only_fooled")
-MODE_KEYS = {"standard": _COMMON, "generated": _COMMON + _POOL, "gat": _COMMON + _POOL + _ATTACK}
+_DEFENSE = ("steps", "batch_size", "lr", "weight_decay", "eval_every", "curve_images")
+MODE_KEYS = {"standard": _COMMON, "generated": _COMMON + _POOL, "gat": _COMMON + _POOL + _ATTACK,
+             **{mode: _DEFENSE for mode in ("at_pgd", "at_spatial", "at_recolor", "pat", "advprop")}}
 
 ROWS = {"control-real": {"mode": "standard"}, "control-generated": {"mode": "generated"}, "gat": {"mode": "gat"}}
 ABLATIONS = {
@@ -85,7 +93,20 @@ ABLATIONS = {
     "gat-refresh-10": {"mode": "gat", "refresh_every": 10},
     "gat-refresh-200": {"mode": "gat", "refresh_every": 200},
 }
-ALL_ROWS = {**ROWS, **ABLATIONS}
+DEFENSE_ROWS = {"at-pgd": {"mode": "at_pgd"}, "advprop": {"mode": "advprop"}, "at-spatial": {"mode": "at_spatial"},
+                "at-recolor": {"mode": "at_recolor"}, "pat": {"mode": "pat"}}
+ALL_ROWS = {**ROWS, **ABLATIONS, **DEFENSE_ROWS}
+DEFENSE_MODES = tuple(row["mode"] for row in DEFENSE_ROWS.values())
+
+
+def defense_attack_settings(mode: str) -> dict:
+    """The training attack of a defense mode, as its recipe records it (``gatlib.defenses`` defaults)."""
+    from . import defenses
+
+    defaults = {"at_pgd": defenses.AT_PGD_DEFAULTS, "advprop": defenses.AT_PGD_DEFAULTS,
+                "at_spatial": defenses.AT_SPATIAL_DEFAULTS, "at_recolor": defenses.AT_RECOLOR_DEFAULTS,
+                "pat": defenses.PAT_DEFAULTS}[mode]
+    return {"attack": dict(defaults), "mix": "split" if mode == "advprop" else "replace"}
 
 
 def original_name(seed: int) -> str:
@@ -109,12 +130,14 @@ def zoo_recipe(row: str, seed: int, **overrides) -> dict:
     mode = settings.pop("mode")
     recipe = {"row": row, "mode": mode, "seed": int(seed), "base": original_name(seed)}
     recipe.update({key: settings[key] for key in MODE_KEYS[mode]})
+    if mode in DEFENSE_MODES:
+        recipe.update(defense_attack_settings(mode))
     if "moves" in recipe:
         recipe["moves"] = list(recipe["moves"])
     return json.loads(json.dumps(recipe))   # exactly what the manifest will hold
 
 
-def make_mode(row: str, G, *, eps: float, delta: float, seed: int, pool_size: int = 1024, refresh_every: int = 50,
+def make_mode(row: str, G, *, eps: float = 0.0, delta: float = 0.0, seed: int = 0, pool_size: int = 1024, refresh_every: int = 50,
               moves=("style", "noise", "both"), keep_only_fooled: bool = True, group_size: int = 2,
               max_iters: int = 10, chunk: int = 128, mode: str | None = None):
     """The training mode of ``row``: ``"standard"``, or a ``GATMode`` (``attack=False`` for the
@@ -124,8 +147,17 @@ def make_mode(row: str, G, *, eps: float, delta: float, seed: int, pool_size: in
     mode = mode or ALL_ROWS[row]["mode"]
     if mode == "standard":
         return "standard"
+    if mode in DEFENSE_MODES:
+        from . import defenses
+
+        if mode == "advprop":
+            return defenses.advprop(seed=seed)
+        return {"at_pgd": defenses.at_pgd, "at_spatial": defenses.at_spatial, "at_recolor": defenses.at_recolor,
+                "pat": defenses.pat}[mode](seed=seed)
     if mode not in ("generated", "gat"):
         raise ValueError(f"unknown fine-tuning mode {mode!r}")
+    if mode == "gat" and eps <= 0 and delta <= 0:
+        raise ValueError("GAT needs a positive style step eps and/or noise step delta (chapter 02's choice)")
     return GATMode(G, eps=eps, delta=delta, max_iters=max_iters, pool_size=pool_size, refresh_every=refresh_every,
                    chunk=chunk, group_size=group_size if group_size > 0 else G.num_layers, moves=tuple(moves),
                    keep_only_fooled=keep_only_fooled, attack=mode == "gat", seed=seed)
@@ -221,20 +253,32 @@ def train_zoo_model(row: str, seed: int, G=None, *, train_set=None, curve_set=No
     from .chapter import seed_everything
 
     recipe = zoo_recipe(row, seed, **overrides)
+    defense = recipe["mode"] in DEFENSE_MODES       # Table 2's baselines: no generator involved
     started = time.time()
     seed_everything(seed)
-    if G is None:
+    if G is None and not defense:
         G = zoo.generator(recipe["generator"], device=device, seed=seed)
     original = original if original is not None else zoo.load(recipe["base"], device=device)
     train_set = train_set if train_set is not None else data.mnist("train")
     curve_set = curve_set if curve_set is not None else data.mnist("valid").subset(recipe["curve_images"], seed)
     mode = make_mode(row, G, seed=seed, mode=recipe["mode"],
                      **{k: recipe[k] for k in ("eps", "delta", "max_iters", *_POOL, *_ATTACK) if k in recipe})
-    curve = LearningCurve(G, curve_set, eps=recipe["eps"], delta=recipe["delta"], samples=recipe["curve_samples"],
-                          max_iters=recipe["max_iters"], seed=seed, every=recipe["eval_every"])
+    if defense:   # clean-accuracy curve only (the defenses' own attacks are measured in chapter 05)
+        curve = LearningCurve(None, curve_set, eps=0.0, delta=0.0, samples=0, seed=seed, every=recipe["eval_every"])
+    else:
+        curve = LearningCurve(G, curve_set, eps=recipe["eps"], delta=recipe["delta"], samples=recipe["curve_samples"],
+                              max_iters=recipe["max_iters"], seed=seed, every=recipe["eval_every"])
+    if recipe["mode"] == "advprop":   # auxiliary BNs while training, the clean BNs only afterwards
+        from .defenses import use_mix_batchnorm
+
+        original = use_mix_batchnorm(copy.deepcopy(original))
     model, history = fine_tune(original, train_set, mode, recipe["steps"], batch_size=recipe["batch_size"],
                                lr=recipe["lr"], weight_decay=recipe["weight_decay"], seed=seed, device=device,
                                curve=curve, progress=progress)
+    if recipe["mode"] == "advprop":
+        from .defenses import collapse_mix_batchnorm
+
+        model = collapse_mix_batchnorm(model).eval()
     mode_log = list(mode.log) if hasattr(mode, "log") else []
     return model, history, mode_log, time.time() - started
 

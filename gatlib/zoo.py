@@ -79,8 +79,9 @@ register(ZooEntry("mnist-stylegan2", "generator", "generator", "stylegan2", 0,
                   "styles y and noises eta the attacks perturb.", {"total_kimg": 500.0}))
 
 def _register_fine_tuned() -> None:
-    """Table 1's fine-tuned rows (GAT and its two controls) on the three Original seeds, and GAT's
-    ablations on seed 0: each fine-tunes ``mnist-classifier-s{k}`` (``gatlib.finetune``)."""
+    """Table 1's fine-tuned rows (GAT and its two controls) on the three Original seeds, GAT's
+    ablations and Table 2's defenses on seed 0: each fine-tunes ``mnist-classifier-s{k}``
+    (``gatlib.finetune``)."""
     from . import finetune
 
     for row in finetune.TRAINED_ROWS:
@@ -90,6 +91,10 @@ def _register_fine_tuned() -> None:
     for row in finetune.ABLATIONS:
         register(ZooEntry(f"{row}-s0", "gat-ablation", "classifier", "small_cnn", 0,
                           f"GAT ablation '{row}' (fine-tunes mnist-classifier-s0)", finetune.zoo_recipe(row, 0)))
+    for row in finetune.DEFENSE_ROWS:   # Table 2's baselines, seed 0 like the paper's single-run table
+        register(ZooEntry(f"{row}-s0", "defense", "classifier", "small_cnn", 0,
+                          f"Table 2 defense '{row}' (fine-tunes mnist-classifier-s0, same steps as GAT)",
+                          finetune.zoo_recipe(row, 0)))
 
 
 _register_fine_tuned()
