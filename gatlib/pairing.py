@@ -7,6 +7,7 @@ book's launch buttons point at it. ``python -m gatlib.pairing`` rewrites every p
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 from pathlib import Path
 
@@ -26,9 +27,11 @@ def all_notebooks() -> list[Path]:
 def paired_notebook(md_path: str | Path) -> nbformat.NotebookNode:
     """The ``.ipynb`` form of a MyST notebook, without outputs or execution counts."""
     notebook = jupytext.read(md_path)
-    for cell in notebook.cells:
+    for index, cell in enumerate(notebook.cells):
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
+        # ids from the position and source, so rewriting an unchanged pair changes no byte
+        cell.id = hashlib.sha1(f"{index}:{cell.source}".encode()).hexdigest()[:8]
     notebook.metadata.setdefault("jupytext", {})["formats"] = "ipynb,md:myst"
     return notebook
 

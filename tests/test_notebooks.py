@@ -91,3 +91,10 @@ def test_every_chapter_is_in_the_table_of_contents():
     assert not missing, f"chapters missing from _toc.yml: {missing}"
     drafts = [f"notebooks/drafts/{path.stem}" for path in NOTEBOOKS if path.parent.name == "drafts"]
     assert not set(drafts) & files, "a draft chapter is in the book: move it to notebooks/ first"
+
+
+def test_rewriting_a_pair_changes_no_byte(tmp_path):
+    source = tmp_path / "chapter.md"
+    source.write_text(NOTEBOOKS[0].read_text())
+    first = pairing.write_pair(source).read_bytes()
+    assert pairing.write_pair(source).read_bytes() == first   # cell ids are not random

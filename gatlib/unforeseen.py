@@ -1,0 +1,218 @@
+"""Table 2 of GAT (Poursaeed et al., ICCV 2021, §4.1): every defense against every attack.
+
+Rows are models (Original, GAT and the baseline defenses of ``gatlib.defenses``), columns are
+Clean, the GAT latent attack and four image-space attacks nobody but their own defense trained on:
+L∞ PGD (``attacks.pgd``), StAdv (``attacks.spatial``), ReColorAdv (``attacks.recolor``) and a
+perceptual attack (``attacks.perceptual``). The last column is the **mean over unseen attacks**
+under one stated rule: the mean of the five attack columns leaving out the row's own training
+attack (``TRAINED_AGAINST``; Original, trained against nothing, averages all five). The paper's
+printed means do not all follow one rule; ``paper_table`` shows them beside the recomputed ones.
+
+* :func:`image_attacks` — the four attacks at the MNIST (``default``) or the paper's budgets;
+* :func:`evaluate_rows` — the tidy per-seed table (``gatlib.evaluate`` for the image attacks,
+  ``robustness.white_box_accuracy`` for the GAT column);
+* :func:`table2` / :func:`mean_unseen` — the wide table of means with the unseen mean;
+* :func:`strength_checks`, :func:`transfer_check`, :func:`bound_curve` — is the evaluation strong?
+  (5× the iterations, 5 random restarts, transfer from Original vs white-box, accuracy vs bound).
+"""
+from __future__ import annotations
+
+import copy
+import time
+from typing import Callable, Mapping, Sequence
+
+import pandas as pd
+import torch
+from torch import nn
+
+ROWS = ("original", "gat", "at-pgd", "advprop", "at-spatial", "at-recolor", "pat")
+ATTACK_COLUMNS = ("gat", "pgd", "spatial", "recolor", "perceptual")
+COLUMNS = ("clean",) + ATTACK_COLUMNS
+#: the attack each row was trained against (None: trained against nothing)
+TRAINED_AGAINST = {"original": None, "gat": "gat", "at-pgd": "pgd", "advprop": "pgd", "at-spatial": "spatial",
+                   "at-recolor": "recolor", "pat": "perceptual"}
+#: our row names -> the paper's Table 2 row names (``paper_numbers.json``)
+PAPER_NAMES = {"gat": "GAT", "at-pgd": "AT PGD", "advprop": "AT AdvProp", "at-spatial": "AT Spatial",
+               "at-recolor": "AT Recolor", "pat": "PAT"}
+PERCEPTUAL_KINDS = ("ppgd", "lpa")
+
+
+def image_attacks(profile: str = "default", perceptual_kind: str = "ppgd", distance: nn.Module | None = None,
+                  **overrides) -> dict:
+    """The four image-space attacks of Table 2, keyed by column: ``pgd``, ``spatial``, ``recolor``,
+    ``perceptual``. ``profile`` ``"paper"`` uses PAT's ImageNet-100 budgets (and needs the AlexNet-LPIPS
+    ``distance``); anything else the MNIST budgets. ``overrides`` (e.g. ``steps=5``) apply to all four."""
+    from .attacks import perceptual, pgd, recolor, spatial
+
+    if perceptual_kind not in PERCEPTUAL_KINDS:
+        raise ValueError(f"perceptual_kind must be one of {PERCEPTUAL_KINDS}, got {perceptual_kind!r}")
+    if profile == "paper":
+        return {"pgd": pgd.paper(**overrides), "spatial": spatial.paper(**overrides),
+                "recolor": recolor.paper(**overrides),
+                "perceptual": perceptual.paper(perceptual_kind, distance=distance, **overrides)}
+    extra = {"distance": distance} if distance is not None else {}
+    return {"pgd": pgd.mnist(**overrides), "spatial": spatial.mnist(**overrides), "recolor": recolor.mnist(**overrides),
+            "perceptual": perceptual.mnist(perceptual_kind, **extra, **overrides)}
+
+
+def stronger(attack, steps_factor: int = 1, restarts: int = 1):
+    """A copy of ``attack`` with ``steps_factor``× the iterations (same step size) and ``restarts``
+    random restarts (random starts switched on when restarting)."""
+    if steps_factor < 1 or restarts < 1:
+        raise ValueError(f"steps_factor ({steps_factor}) and restarts ({restarts}) must be ≥ 1")
+    out = copy.copy(attack)
+    out.steps = attack.steps * int(steps_factor)
+    out.restarts = int(restarts)
+    if restarts > 1:
+        out.random_start = True
+    return out
+
+
+def evaluate_rows(models: Mapping[str, nn.Module], test_set, attacks: Mapping[str, object], *, seeds: Sequence[int],
+                  count: int | None, G=None, eps: float = 0.0, delta: float = 0.0, gat_samples: int = 0,
+                  max_iters: int = 10, progress: bool = True) -> pd.DataFrame:
+    """Tidy accuracies: one line per (row, seed, column) with ``accuracy`` (a fraction), ``samples``
+    and ``seconds``. Image attacks run on ``count`` test images drawn with each seed
+    (``gatlib.evaluate``); the GAT column (when ``G`` is given and ``gat_samples`` > 0) is each
+    model's own white-box latent attack on ``gat_samples`` latents of ``eval_latent_seed(seed)``."""
+    from .evaluation import evaluate
+    from .robustness import eval_latent_seed, white_box_accuracy
+
+    records = []
+    for row, model in models.items():
+        table = evaluate(model, test_set, attacks, seeds=seeds, count=count, progress=progress)
+        for line in table.itertuples():
+            records.append({"row": row, "seed": line.seed, "column": line.attack, "accuracy": line.accuracy,
+                            "samples": line.samples, "seconds": line.seconds})
+        if G is not None and gat_samples > 0:
+            for seed in seeds:
+                started = time.time()
+                white = white_box_accuracy(G, model, gat_samples, eval_latent_seed(seed), eps, delta, max_iters)
+                records.append({"row": row, "seed": seed, "column": "gat", "accuracy": white["accuracy"],
+                                "samples": white["samples"], "seconds": time.time() - started})
+    return pd.DataFrame(records, columns=["row", "seed", "column", "accuracy", "samples", "seconds"])
+
+
+def mean_unseen(wide: pd.DataFrame, trained_against: Mapping[str, str | None] = TRAINED_AGAINST) -> pd.Series:
+    """Per row, the mean of the attack columns present in ``wide`` except the row's own training
+    attack (all of them for a row trained against nothing or not in ``trained_against``)."""
+    columns = [c for c in ATTACK_COLUMNS if c in wide.columns]
+    out = {}
+    for row, line in wide.iterrows():
+        unseen = [c for c in columns if c != trained_against.get(row)]
+        out[row] = line[unseen].astype(float).mean()
+    return pd.Series(out, name="mean_unseen")
+
+
+def table2(per_seed: pd.DataFrame, trained_against: Mapping[str, str | None] = TRAINED_AGAINST) -> pd.DataFrame:
+    """Rows × columns of the mean accuracy over seeds (fractions), in ``COLUMNS`` order, plus
+    ``mean_unseen``."""
+    wide = per_seed.groupby(["row", "column"], sort=False).accuracy.mean().unstack("column")
+    wide = wide[[c for c in COLUMNS if c in wide.columns]]
+    wide = wide.reindex([r for r in per_seed.row.unique()])
+    wide["mean_unseen"] = mean_unseen(wide, trained_against)
+    return wide
+
+
+def own_attack_winners(wide: pd.DataFrame, trained_against: Mapping[str, str | None] = TRAINED_AGAINST) -> dict:
+    """For every row trained against an attack column of ``wide``: is it the most robust row on that
+    column (ties count as most robust)? ``{row: {"attack", "accuracy", "best_other", "best_other_row", "most_robust"}}``."""
+    out = {}
+    for row, attack in trained_against.items():
+        if attack is None or row not in wide.index or attack not in wide.columns:
+            continue
+        others = wide.drop(index=row)[attack].astype(float)
+        own = float(wide.loc[row, attack])
+        out[row] = {"attack": attack, "accuracy": own, "best_other": float(others.max()),
+                    "best_other_row": str(others.idxmax()), "most_robust": bool(own >= others.max())}
+    return out
+
+
+def paper_table() -> pd.DataFrame:
+    """The paper's Table 2 (percent as printed) under our row and column names, with its printed
+    mean and the mean recomputed by this module's rule."""
+    from . import paper
+
+    t2 = paper.value("table2")
+    columns = t2["columns"]
+    by_name = {v: k for k, v in PAPER_NAMES.items()}
+    frame = pd.DataFrame({by_name[name]: dict(zip(columns, values)) for name, values in t2["rows"].items()}).T
+    attacks = [c for c in ATTACK_COLUMNS if c in frame.columns]
+    frame["mean_recomputed"] = [frame.loc[row, [c for c in attacks if c != TRAINED_AGAINST.get(row)]].mean()
+                                for row in frame.index]
+    return frame
+
+
+def strength_checks(models: Mapping[str, nn.Module], test_set, attacks: Mapping[str, object], *, count: int,
+                    seed: int = 0, steps_factor: int = 5, restarts: int = 5, base: pd.DataFrame | None = None,
+                    min_accuracy: float = 0.05, progress: bool = True) -> pd.DataFrame:
+    """Is the standard budget enough? For every (row, attack) whose accuracy at the standard budget
+    is at least ``min_accuracy`` (nothing to lose otherwise), the accuracy on the same ``count``
+    images under ``steps_factor``× the iterations and under ``restarts`` random restarts.
+    ``drop_*`` = standard − stronger (positive: the stronger attack found more; the book's bar is
+    ≤ 0.02). ``base``: a ``evaluate_rows`` table with the standard accuracies on the same
+    ``(count, seed)``; measured here when None."""
+    from .evaluation import evaluate
+
+    records = []
+    for row, model in models.items():
+        for name, attack in attacks.items():
+            if base is not None:
+                hit = base[(base.row == row) & (base.column == name) & (base.seed == seed)]
+                standard = float(hit.accuracy.iloc[0]) if len(hit) else None
+            else:
+                standard = None
+            if standard is None:
+                standard = float(evaluate(model, test_set, {name: attack}, seeds=[seed], count=count,
+                                          include_clean=False, progress=False).accuracy.iloc[0])
+            if standard < min_accuracy:
+                continue
+            variants = {f"steps_x{steps_factor}": stronger(attack, steps_factor=steps_factor),
+                        f"restarts_{restarts}": stronger(attack, restarts=restarts)}
+            measured = evaluate(model, test_set, variants, seeds=[seed], count=count, include_clean=False,
+                                progress=progress)
+            record = {"row": row, "attack": name, "standard": standard}
+            for line in measured.itertuples():
+                record[line.attack] = line.accuracy
+                record[f"drop_{line.attack}"] = standard - line.accuracy
+            records.append(record)
+    return pd.DataFrame(records)
+
+
+def transfer_check(models: Mapping[str, nn.Module], test_set, attacks: Mapping[str, object], *, source: str = "original",
+                   count: int, seed: int = 0, white_box: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Adversarial images crafted once against ``models[source]`` and shown to every other model,
+    beside each model's white-box accuracy (from ``white_box``, an ``evaluate_rows`` table on the
+    same ``(count, seed)``). A sound evaluation has transfer accuracy ≥ white-box accuracy."""
+    from .evaluation import _indices
+    from .attacks.latent import _attack_mode
+
+    indices = _indices(len(test_set), count, seed)
+    images, labels = test_set.images[indices], test_set.labels[indices].long()
+    records = []
+    for name, attack in attacks.items():
+        crafted = attack(models[source], images, labels, generator=torch.Generator().manual_seed(seed))
+        for row, model in models.items():
+            if row == source:
+                continue
+            with _attack_mode(model), torch.no_grad():
+                accuracy = (model(crafted).argmax(1) == labels).float().mean().item()
+            record = {"row": row, "attack": name, "transfer": accuracy}
+            if white_box is not None:
+                hit = white_box[(white_box.row == row) & (white_box.column == name) & (white_box.seed == seed)]
+                record["white_box"] = float(hit.accuracy.iloc[0]) if len(hit) else float("nan")
+            records.append(record)
+    return pd.DataFrame(records)
+
+
+def bound_curve(models: Mapping[str, nn.Module], test_set, make_attack: Callable[[float], object],
+                bounds: Sequence[float], *, count: int, seed: int = 0, progress: bool = True) -> pd.DataFrame:
+    """Accuracy of every model under ``make_attack(bound)`` for each bound: ``row, bound, accuracy``."""
+    from .evaluation import evaluate
+
+    attacks = {f"{bound:g}": make_attack(bound) for bound in bounds}
+    records = []
+    for row, model in models.items():
+        table = evaluate(model, test_set, attacks, seeds=[seed], count=count, include_clean=False, progress=progress)
+        records += [{"row": row, "bound": float(line.attack), "accuracy": line.accuracy} for line in table.itertuples()]
+    return pd.DataFrame(records)

@@ -1,0 +1,124 @@
+"""Table 2 machinery: the unseen-mean rule, the paper table, the strength/transfer/bound checks,
+and the defenses as fine-tuned zoo rows."""
+import pandas as pd
+import pytest
+import torch
+
+from gatlib import classifiers, finetune, unforeseen, zoo
+from gatlib.data import DigitDataset
+from gatlib.attacks import pgd
+
+
+def test_mean_unseen_leaves_out_the_rows_own_attack():
+    wide = pd.DataFrame({"clean": [0.9, 0.9, 0.9], "gat": [0.1, 0.8, 0.2], "pgd": [0.0, 0.4, 0.6],
+                         "spatial": [0.0, 0.5, 0.1], "recolor": [0.6, 0.5, 0.4], "perceptual": [0.0, 0.3, 0.1]},
+                        index=["original", "gat", "at-pgd"])
+    means = unforeseen.mean_unseen(wide)
+    assert means["original"] == pytest.approx((0.1 + 0.0 + 0.0 + 0.6 + 0.0) / 5)   # trained on nothing: all five
+    assert means["gat"] == pytest.approx((0.4 + 0.5 + 0.5 + 0.3) / 4)              # GAT column left out
+    assert means["at-pgd"] == pytest.approx((0.2 + 0.1 + 0.4 + 0.1) / 4)           # PGD column left out
+    assert "clean" not in unforeseen.ATTACK_COLUMNS
+
+
+def test_paper_table_recomputes_the_printed_means_where_they_follow_the_rule():
+    table = unforeseen.paper_table()
+    assert set(table.index) == set(unforeseen.PAPER_NAMES)
+    assert table.loc["gat", "mean_recomputed"] == pytest.approx(42.1, abs=0.01)
+    assert table.loc["at-pgd", "mean_recomputed"] == pytest.approx(13.03, abs=0.01)
+    # AdvProp's printed 22.7 is the mean of all five (22.68); the rule (PGD left out) gives 13.95
+    assert table.loc["advprop", "mean_printed"] == 22.7
+    assert table.loc["advprop", "mean_recomputed"] == pytest.approx(13.95, abs=0.001)
+    assert table.loc["advprop", ["gat", "pgd", "spatial", "recolor", "perceptual"]].mean() == pytest.approx(22.68)
+
+
+def test_table2_and_own_attack_winners():
+    per_seed = pd.DataFrame([
+        {"row": "original", "seed": 0, "column": "clean", "accuracy": 0.99},
+        {"row": "original", "seed": 0, "column": "pgd", "accuracy": 0.0},
+        {"row": "at-pgd", "seed": 0, "column": "clean", "accuracy": 0.98},
+        {"row": "at-pgd", "seed": 0, "column": "pgd", "accuracy": 0.7},
+        {"row": "at-pgd", "seed": 1, "column": "pgd", "accuracy": 0.9},
+        {"row": "at-spatial", "seed": 0, "column": "clean", "accuracy": 0.97},
+        {"row": "at-spatial", "seed": 0, "column": "pgd", "accuracy": 0.85},
+    ])
+    wide = unforeseen.table2(per_seed)
+    assert list(wide.index) == ["original", "at-pgd", "at-spatial"]
+    assert wide.loc["at-pgd", "pgd"] == pytest.approx(0.8)                     # mean over seeds
+    winners = unforeseen.own_attack_winners(wide)
+    assert winners["at-pgd"]["most_robust"] is False and winners["at-pgd"]["best_other_row"] == "at-spatial"
+    assert "original" not in winners and "at-spatial" not in winners          # no spatial column here
+
+
+def test_stronger_copies_budget_without_touching_the_original():
+    attack = pgd.mnist(random_start=False)
+    strong = unforeseen.stronger(attack, steps_factor=5, restarts=3)
+    assert (strong.steps, strong.restarts, strong.random_start) == (200, 3, True)
+    assert (attack.steps, attack.restarts, attack.random_start) == (40, 1, False)
+    assert strong.step_size == attack.step_size
+    with pytest.raises(ValueError, match="restarts"):
+        unforeseen.stronger(attack, restarts=0)
+
+
+def test_image_attacks_refuses_unknown_perceptual_kind():
+    with pytest.raises(ValueError, match="perceptual_kind"):
+        unforeseen.image_attacks("default", "lpips")
+    with pytest.raises(ValueError, match="AlexNet-LPIPS"):
+        unforeseen.image_attacks("paper")
+
+
+@pytest.fixture(scope="module")
+def tiny_models():
+    torch.manual_seed(0)
+    return {"original": classifiers.build("small_cnn").eval(), "other": classifiers.build("small_cnn").eval()}
+
+
+@pytest.fixture(scope="module")
+def tiny_set():
+    generator = torch.Generator().manual_seed(0)
+    return DigitDataset(torch.rand(12, 1, 32, 32, generator=generator), torch.arange(12) % 10, "random")
+
+
+def test_strength_transfer_and_bound_curve_run_on_tiny_models(tiny_models, tiny_set, one_thread):
+    attacks = {"pgd": pgd.mnist(steps=2)}
+    base = unforeseen.evaluate_rows(tiny_models, tiny_set, attacks, seeds=[0], count=8, progress=False)
+    assert set(base.column) == {"clean", "pgd"} and (base.samples == 8).all()
+    strength = unforeseen.strength_checks(tiny_models, tiny_set, attacks, count=8, base=base, min_accuracy=0.0,
+                                          steps_factor=2, restarts=2, progress=False)
+    assert {"steps_x2", "restarts_2", "drop_steps_x2", "drop_restarts_2"} <= set(strength.columns)
+    transfer = unforeseen.transfer_check(tiny_models, tiny_set, attacks, count=8, white_box=base)
+    assert list(transfer.row) == ["other"] and transfer.transfer.between(0, 1).all()
+    curve = unforeseen.bound_curve(tiny_models, tiny_set, lambda b: pgd.mnist(bound=b, steps=1), [0.0, 0.3],
+                                   count=8, progress=False)
+    accuracy = curve.set_index(["row", "bound"]).accuracy
+    for row in tiny_models:   # bound 0 changes nothing: accuracy equals the clean one
+        clean = base[(base.row == row) & (base.column == "clean")].accuracy.iloc[0]
+        assert accuracy[(row, 0.0)] == pytest.approx(clean)
+
+
+def test_defense_rows_are_zoo_entries_with_their_attack_in_the_recipe():
+    for row, mode in {"at-pgd": "at_pgd", "advprop": "advprop", "at-spatial": "at_spatial",
+                      "at-recolor": "at_recolor", "pat": "pat"}.items():
+        recipe = zoo.entry(f"{row}-s0").recipe
+        assert recipe["mode"] == mode and recipe["base"] == "mnist-classifier-s0"
+        assert "generator" not in recipe and "eps" not in recipe     # no generator involved
+        assert recipe["steps"] == finetune.DEFAULTS["steps"]          # GAT's budget
+        assert "bound" in recipe["attack"]
+    assert zoo.entry("advprop-s0").recipe["mix"] == "split"
+
+
+def test_advprop_row_trains_and_collapses_to_a_plain_classifier(one_thread):
+    generator = torch.Generator().manual_seed(1)
+    train_set = DigitDataset(torch.rand(64, 1, 32, 32, generator=generator), torch.arange(64) % 10, "random")
+    original = classifiers.build("small_cnn")
+    model, history, log, seconds = finetune.train_zoo_model(
+        "advprop", 0, original=original, train_set=train_set, curve_set=train_set, steps=2, batch_size=16,
+        eval_every=1, progress=False)
+    assert history["steps"] == 2 and len(history["curve"]) == 3 and log == []
+    assert not any(type(m).__name__ == "MixBatchNorm2d" for m in model.modules())
+    classifiers.build("small_cnn").load_state_dict(model.state_dict())   # loads as a plain SmallCNN
+    assert not torch.equal(model.head[-1].weight, original.head[-1].weight)
+
+
+def test_gat_mode_refuses_zero_step_sizes(tiny_generator):
+    with pytest.raises(ValueError, match="positive"):
+        finetune.make_mode("gat", tiny_generator, eps=0.0, delta=0.0)
