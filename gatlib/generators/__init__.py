@@ -4,9 +4,13 @@
 noise variables eta (paper §3.1, eq. 1-4) are first-class: ``G.styles(w)``, ``G.make_noise(B)``,
 ``G.synthesize(styles, noises, start_layer=..., cache=...)``.
 
-``checkpoints`` — safe loaders (nothing in a file is executed) mapping rosinality ``.pt`` and
-NVlabs stylegan2-ada ``.pkl`` checkpoints onto the same ``Generator`` (``layout="stylegan2"``):
-``load_generator(path)``.
+``stylegan`` — StyleGAN v1 (``GeneratorV1``: AdaIN styles y = (y_s, y_b), per-channel noise
+scales), the generator the paper attacks, behind the same API; ``PAPER_LAYER_RANGES`` and
+``paper_settings`` give the paper's layer groups and step sizes for the official checkpoints.
+
+``checkpoints`` — safe loaders (nothing in a file is executed) mapping rosinality ``.pt``, NVlabs
+stylegan2-ada ``.pkl`` and TensorFlow-era NVlabs ``.pkl`` checkpoints (StyleGAN v1 ->
+``GeneratorV1``; StyleGAN2 -> ``Generator(layout="stylegan2")``): ``load_generator(path)``.
 """
 from .checkpoints import (
     CheckpointError,
@@ -14,7 +18,9 @@ from .checkpoints import (
     load_generator,
     load_nvlabs_pkl,
     load_rosinality,
+    load_tf_pkl,
 )
+from .stylegan import PAPER_GENERATORS, PAPER_LAYER_RANGES, GeneratorV1, paper_layer_groups, paper_settings
 from .stylegan2 import (
     EMBEDDED_CHANNELS,
     LAYOUTS,
@@ -33,7 +39,10 @@ __all__ = [
     "CheckpointError",
     "Discriminator",
     "Generator",
+    "GeneratorV1",
     "MappingNetwork",
+    "PAPER_GENERATORS",
+    "PAPER_LAYER_RANGES",
     "Styles",
     "UnsafeCheckpointError",
     "count_parameters",
@@ -41,5 +50,8 @@ __all__ = [
     "load_generator",
     "load_nvlabs_pkl",
     "load_rosinality",
+    "load_tf_pkl",
+    "paper_layer_groups",
+    "paper_settings",
     "to_unit_range",
 ]

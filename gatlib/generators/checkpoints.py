@@ -1,13 +1,16 @@
-"""Safe loaders for the StyleGAN2 checkpoints users have, mapped onto gatlib's ``Generator``.
+"""Safe loaders for the StyleGAN / StyleGAN2 checkpoints users have, mapped onto gatlib's generators.
 
-Every loader returns a ``gatlib.generators.stylegan2.Generator`` in ``layout="stylegan2"`` (one conv
-at 4x4, as upstream; see the ``stylegan2`` module docstring, "Layouts"), so the paper's style
-variables y (``G.styles(w)``) and noise variables eta (``G.make_noise(B)``) work for them as for
-the embedded model::
+StyleGAN2 loaders return a ``gatlib.generators.stylegan2.Generator`` in ``layout="stylegan2"`` (one
+conv at 4x4, as upstream; see the ``stylegan2`` module docstring, "Layouts"); StyleGAN v1 (the
+paper's own generators) loads into ``gatlib.generators.stylegan.GeneratorV1``. Either way the
+paper's style variables y (``G.styles(w)``) and noise variables eta (``G.make_noise(B)``) work for
+them as for the embedded model::
 
     from gatlib.generators.checkpoints import load_generator
     G = load_generator("stylegan2-ffhq-config-f.pt")        # rosinality
     G = load_generator("cifar10.pkl")                       # NVlabs stylegan2-ada-pytorch
+    G = load_generator("karras2019stylegan-cars-512x384.pkl")   # TensorFlow era, StyleGAN v1
+    G = load_generator("stylegan2-car-config-f.pkl")        # TensorFlow era, StyleGAN2
     z = G.sample_z(4)
     images = G(z, truncation_psi=0.7, noises=G.const_noise())   # conditional models: G(z, labels, ...)
 
@@ -21,13 +24,21 @@ Supported
       (``c_dim > 0``, e.g. their CIFAR-10 model), ``architecture="skip"`` generators, with
       ``conv_clamp``. The StyleGAN2 networks of the stylegan3 repository (``networks_stylegan2``)
       pickle the same way and load too.
-    * gatlib's own ``{"state_dict", "config"}`` files (``gatlib.zoo``), either layout.
+    * gatlib's own ``{"state_dict", "config"}`` files (``gatlib.zoo``), any layout (StyleGAN v1 too).
+    * **TensorFlow-era NVlabs pickles** (``dnnlib.tflib.network.Network`` objects, ``(G, D, Gs)``
+      snapshots or a single Network; ``Gs`` is used): StyleGAN v1 generators (``G_style``, e.g.
+      ``karras2019stylegan-{ffhq,celebahq}-1024x1024.pkl``, ``-bedrooms-256x256``, ``-cats-256x256``,
+      ``-cars-512x384``; unconditional or ``label_size > 0``) -> ``GeneratorV1``; StyleGAN2
+      generators (``G_main`` + ``G_synthesis_stylegan2``, ``architecture="skip"``: the
+      ``stylegan2-*-config-f.pkl`` files; conditional only with stylegan2-ada's ``LabelEmbed``) ->
+      ``Generator(layout="stylegan2")``. Detected by the first global of the pickle stream.
 
 Not supported (refused with a message saying so)
-    StyleGAN3 (alias-free) synthesis networks (``SynthesisInput``, ``L0_...`` layers); TensorFlow-era
-    pickles (``dnnlib.tflib``: convert them with NVlabs' ``legacy.py`` first); ``"orig"`` /
-    ``"resnet"`` generator architectures; rosinality's SWAGAN; forks whose keys or filters differ
-    (unknown keys are listed in the error rather than silently dropped).
+    StyleGAN3 (alias-free) synthesis networks (``SynthesisInput``, ``L0_...`` layers); ``"orig"`` /
+    ``"resnet"`` generator architectures (and TF StyleGAN2 configs B-D); TF progressive-growing
+    snapshots taken between resolutions (``lod != 0``); StyleGAN2 TF mappings with ``LabelConcat``;
+    rosinality's SWAGAN; forks whose keys, filters or TF keyword arguments differ (unknown keys are
+    listed in the error rather than silently dropped).
 
 Safety: nothing in a file is ever executed
     * ``.pt`` files are read with ``torch.load(weights_only=True)``, whose allow-list is widened for
@@ -47,6 +58,15 @@ Safety: nothing in a file is ever executed
       Any other global -> ``UnsafeCheckpointError`` naming it, before anything is called. The
       allowed callables and classes are immutable (a pickle's BUILD cannot patch them), and a
       tensor must fit inside its storage (torch would otherwise grow it with uninitialised memory).
+    * TensorFlow-era ``.pkl`` files pickle ``dnnlib.tflib.network.Network`` objects whose state
+      (``version``, ``name``, ``static_kwargs``, ``components``, ``build_module_src`` -- Python
+      source that TF's loader ``exec``s --, ``build_func_name``, ``variables`` = (name, numpy array)
+      pairs) goes to ``__setstate__``. ``read_tf_pkl`` uses the same ``SafeUnpickler`` with the
+      smaller allow-list ``TF_ALLOWED_GLOBALS``: the Network becomes a ``TFNetworkRecord`` (state
+      validated, source kept as text, variables as numeric numpy arrays), numpy arrays/scalars/dtypes
+      as above, protocol 2's ``_codecs.encode`` and ``dnnlib.util.EasyDict``. Nothing else, no torch
+      global either: anything else anywhere in the file (e.g. in ``static_kwargs``) ->
+      ``UnsafeCheckpointError`` naming it; a Network without a state is refused as malformed.
 
 Conversions (upstream formula -> gatlib module; outputs match upstream to float rounding, see
 ``tests/test_checkpoints.py``, which re-implements both upstream forward passes)
@@ -76,6 +96,12 @@ Conversions (upstream formula -> gatlib module; outputs match upstream to float 
       rosinality's ``mean_latent(4096)``. ``w_avg_class`` (per-class truncation centres, a gatlib
       notion) is filled with ``w_avg``, so ``truncation_psi`` with ``c`` reproduces NVlabs'
       truncation until ``G.estimate_w_avg(n)`` refines it. ``conv_clamp`` -> ``G.conv_clamp``.
+    * TensorFlow variables (``tf_params``: ``mapping/Dense0/weight``, ``synthesis/4x4/Const/const``,
+      ``dlatent_avg``, ...): see ``tf_stylegan1_generator`` and ``tf_stylegan2_generator``. TF
+      dense weights are [in, out] and conv weights [kh, kw, in, out] (transposed to ours), v1's
+      AdaIN scale ``1 + A_s(w)`` and StyleGAN2's ``mod_bias + 1`` put their 1 into the affine bias,
+      ``noise{i}`` variables become ``G.const_noise()``. Checked in ``tests/test_tf_pickles.py``
+      against forward passes written from NVlabs' TF code.
     The loaded ``G.checkpoint_info`` records the source format and path.
 """
 from __future__ import annotations
@@ -85,6 +111,7 @@ import argparse
 import io
 import math
 import pickle
+import pickletools
 import re
 import warnings
 from collections import OrderedDict
@@ -95,6 +122,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .stylegan import GeneratorV1
 from .stylegan2 import Generator, _fir_kernel
 
 PathLike = Union[str, Path]
@@ -391,11 +419,98 @@ NVLABS_ALLOWED_GLOBALS: Dict[str, Any] = {
     key: value if isinstance(value, type) else _Allowed(value, key) for key, value in _ALLOWED_GLOBALS.items()}
 
 
-def _refused_message(name: str, where: str) -> str:
+# ----------------------------------------------------------------------------------------------
+# TensorFlow-era pickles: dnnlib.tflib.network.Network objects, read as data
+
+TF_NETWORK = "dnnlib.tflib.network.Network"
+
+
+def _tf_array(value: Any, what: str) -> np.ndarray:
+    """A TF variable's value (a numpy array or scalar from the pickle) as a plain numeric array."""
+    if isinstance(value, NumpyArray):
+        arr = value.array
+    elif isinstance(value, (np.generic, int, float)) and not isinstance(value, bool):
+        arr = np.asarray(value)
+    else:
+        arr = None
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf":
+        raise UnsafeCheckpointError(f"TensorFlow-era Network: variable {what} is a {type(value).__name__}, "
+                                    "not a plain numeric numpy array")
+    return arr
+
+
+class TFNetworkRecord(metaclass=_Frozen):
+    """A ``dnnlib.tflib.network.Network`` (StyleGAN v1 / StyleGAN2 TensorFlow pickles), never
+    instantiated: pickle creates it empty and hands its state to ``__setstate__``, which keeps it as
+    data. ``version``, ``name``, ``static_kwargs`` (the build function's keyword arguments),
+    ``components`` (name -> sub-network, e.g. ``mapping`` and ``synthesis``), ``variables`` (TF
+    variable name relative to the network -> numpy array), ``build_func_name`` and
+    ``build_module_src`` (the network's Python source, which TF's loader ``exec``s: kept as text,
+    never executed); any further state (``input_shapes``, ... of version 5) is in ``extra``."""
+
+    class_name = TF_NETWORK
+
+    def __new__(cls, *args, **kwargs):
+        obj = super().__new__(cls)
+        obj.state = None                 # set by __setstate__; a Network without state is malformed
+        return obj
+
+    def __init__(self, *args, **kwargs):   # never called by pickle (NEWOBJ)
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, dict):
+            raise UnsafeCheckpointError(f"malformed TensorFlow-era Network: state is a {type(state).__name__}")
+        version, name = state.get("version"), state.get("name")
+        kwargs, components = state.get("static_kwargs", {}), state.get("components", {})
+        src, func = state.get("build_module_src", ""), state.get("build_func_name", "")
+        variables = state.get("variables")
+        ok = (type(version) is int and version in (2, 3, 4, 5) and isinstance(name, str) and isinstance(kwargs, dict)
+              and all(isinstance(k, str) for k in kwargs) and isinstance(components, dict)
+              and all(isinstance(k, str) and isinstance(v, TFNetworkRecord) for k, v in components.items())
+              and isinstance(src, str) and isinstance(func, str) and isinstance(variables, (list, tuple)))
+        if not ok:
+            raise UnsafeCheckpointError("malformed TensorFlow-era Network state (expected version 2-5, name, "
+                                        "static_kwargs, components of Networks, build_module_src, build_func_name, "
+                                        "variables)")
+        table: Dict[str, np.ndarray] = OrderedDict()
+        for item in variables:
+            if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)) or item[0] in table:
+                raise UnsafeCheckpointError(f"malformed TensorFlow-era Network {name!r}: variables must be unique "
+                                            "(name, array) pairs")
+            table[item[0]] = _tf_array(item[1], f"{name}/{item[0]}")
+        self.version, self.name, self.static_kwargs, self.components = version, name, dict(kwargs), dict(components)
+        self.build_module_src, self.build_func_name, self.variables = src, func, table
+        known = {"version", "name", "static_kwargs", "components", "build_module_src", "build_func_name", "variables"}
+        self.extra = {k: v for k, v in state.items() if k not in known}
+        self.state = state
+
+    def __repr__(self) -> str:
+        if self.state is None:
+            return "TFNetworkRecord(<no state>)"
+        return (f"TFNetworkRecord({self.name!r}, {self.build_func_name!r}, {len(self.variables)} variables, "
+                f"components={sorted(self.components)})")
+
+
+#: ``module.name`` -> local replacement in TensorFlow-era pickles: the Network record, numpy arrays,
+#: scalars and dtypes (plain numeric only), the bytes helper of pickle protocol 2 and
+#: ``dnnlib.util.EasyDict`` (as a dict). Nothing else -- no torch globals either.
+TF_ALLOWED_GLOBALS: Dict[str, Any] = {
+    "dnnlib.tflib.network.Network": TFNetworkRecord,
+    **{key: NVLABS_ALLOWED_GLOBALS[key] for key in (
+        "numpy.dtype", "numpy.ndarray", "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar",
+        "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct", "_codecs.encode",
+        "dnnlib.util.EasyDict", "dnnlib.EasyDict")},
+}
+
+
+def _refused_message(name: str, where: str, tf: bool = False) -> str:
     msg = f"refused to load {where}: it references the global `{name}`, which is not on the allow-list"
-    if name.startswith("dnnlib.tflib"):
-        msg += (" -- this is a TensorFlow-era StyleGAN/StyleGAN2 pickle; convert it to a PyTorch pickle with "
-                "NVlabs' stylegan2-ada-pytorch `legacy.py` first")
+    if name.startswith("dnnlib.tflib") and tf:
+        msg += f" -- TensorFlow-era pickles may hold only `{TF_NETWORK}` objects and numpy arrays"
+    elif name.startswith("dnnlib.tflib"):
+        msg += (" -- this is a TensorFlow-era StyleGAN/StyleGAN2 pickle: read it with `load_generator` or "
+                "`load_tf_pkl` (content: `read_tf_pkl`)")
     return msg + ". Nothing from the file was executed."
 
 
@@ -413,20 +528,22 @@ def _refusal(err: BaseException, where: str) -> CheckpointError:
 
 
 class SafeUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only ``NVLABS_ALLOWED_GLOBALS`` (each to a data-only replacement)."""
+    """Unpickler that resolves only the globals of ``allowed`` (default ``NVLABS_ALLOWED_GLOBALS``;
+    ``TF_ALLOWED_GLOBALS`` for TensorFlow-era pickles), each to a data-only replacement."""
 
-    def __init__(self, file, where: str = "the pickle"):
+    def __init__(self, file, where: str = "the pickle", allowed: Optional[Dict[str, Any]] = None):
         super().__init__(file)
         self.where = where
+        self.allowed = NVLABS_ALLOWED_GLOBALS if allowed is None else allowed
 
     def find_class(self, module: str, name: str) -> Any:
         # Python 2 names (pickle protocols < 3 with fix_imports), e.g. __builtin__.set -> builtins.set
         module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
         module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         key = f"{module}.{name}"
-        if key in NVLABS_ALLOWED_GLOBALS:
-            return NVLABS_ALLOWED_GLOBALS[key]
-        raise UnsafeCheckpointError(_refused_message(key, self.where))
+        if key in self.allowed:
+            return self.allowed[key]
+        raise UnsafeCheckpointError(_refused_message(key, self.where, tf=self.allowed is TF_ALLOWED_GLOBALS))
 
     def persistent_load(self, pid: Any) -> Any:
         raise UnsafeCheckpointError(f"refused to load {self.where}: unexpected persistent id {str(pid)[:60]}")
@@ -474,15 +591,19 @@ def torch_load_safe(path: PathLike) -> Any:
 
 
 def load_generator(source: PathLike, device: Union[str, torch.device] = "cpu",
-                   w_avg_samples: int = 4096) -> Generator:
-    """Any supported checkpoint -> ``Generator`` (eval mode) on ``device``.
+                   w_avg_samples: int = 4096) -> Union[Generator, GeneratorV1]:
+    """Any supported checkpoint -> ``Generator`` / ``GeneratorV1`` (eval mode) on ``device``.
 
-    ``.pkl`` -> NVlabs (``load_nvlabs_pkl``); ``.pt`` / ``.pth`` -> gatlib's ``{"state_dict",
-    "config"}`` if present, else rosinality (``load_rosinality``); other suffixes are recognised by
-    content. Raises FileNotFoundError, ``CheckpointError`` (corrupt / unknown format, naming the
-    keys found) or ``UnsafeCheckpointError`` (a refused global, named)."""
+    A pickle whose first global is ``dnnlib.tflib.network.Network`` -> TensorFlow-era StyleGAN v1 /
+    StyleGAN2 (``load_tf_pkl``); other ``.pkl`` -> NVlabs PyTorch (``load_nvlabs_pkl``); ``.pt`` /
+    ``.pth`` -> gatlib's ``{"state_dict", "config"}`` if present, else rosinality
+    (``load_rosinality``); other suffixes are recognised by content. Raises FileNotFoundError,
+    ``CheckpointError`` (corrupt / unknown format, naming the keys found) or
+    ``UnsafeCheckpointError`` (a refused global, named)."""
     path = _check_file(source)
     suffix = path.suffix.lower()
+    if _is_tf_pickle(path):
+        return load_tf_pkl(path, device, w_avg_samples)
     if suffix == ".pkl" and not _is_torch_file(path):
         return load_nvlabs_pkl(path, device, w_avg_samples)
     if suffix in (".pt", ".pth") or _is_torch_file(path):
@@ -536,9 +657,10 @@ def _from_torch_object(obj: Any, path: Path, w_avg_samples: int) -> Generator:
     raise CheckpointError(f"{path}: unknown checkpoint format: a {type(obj).__name__}, not a dict")
 
 
-def _from_gatlib(obj: dict, path: Path) -> Generator:
+def _from_gatlib(obj: dict, path: Path) -> Union[Generator, GeneratorV1]:
     try:
-        G = Generator(**obj["config"])
+        config = obj["config"]
+        G = (GeneratorV1 if isinstance(config, dict) and config.get("layout") == "stylegan1" else Generator)(**config)
         G.load_state_dict(obj["state_dict"])
     except (TypeError, RuntimeError, ValueError, KeyError) as err:
         raise CheckpointError(f"{path}: a gatlib checkpoint whose config/state_dict do not fit Generator: "
@@ -680,6 +802,8 @@ def load_nvlabs_pkl(path: PathLike, device: Union[str, torch.device] = "cpu", w_
     path = _check_file(path)
     if _is_torch_file(path):                       # a torch.save file named .pkl
         return _from_torch_object(torch_load_safe(path), path, w_avg_samples).to(device).eval()
+    if _is_tf_pickle(path):                        # TensorFlow era (dnnlib.tflib)
+        return load_tf_pkl(path, device, w_avg_samples)
     data = read_nvlabs_pkl(path)
     if isinstance(data, dict):
         key = next((k for k in ("G_ema", "G") if isinstance(data.get(k), ModuleRecord)), None)
@@ -820,6 +944,401 @@ def nvlabs_generator(rec: ModuleRecord, where: str = "G", w_avg_samples: int = 4
     return G
 
 
+# ----------------------------------------------------------------------------------------------
+# TensorFlow-era pickles (NVlabs stylegan / stylegan2: dnnlib.tflib)
+
+
+def _first_global(path: Path, max_ops: int = 100_000) -> Optional[str]:
+    """The first global a pickle asks for, read from its opcodes without unpickling anything (None
+    if there is none early on or the stream is unreadable). TF pickles of ``(G, D, Gs)`` or of one
+    Network start with ``dnnlib.tflib.network.Network``. Only used to choose between the two
+    restricted unpicklers, both of which refuse everything outside their allow-lists."""
+    pushed: list = []
+    memo: Dict[int, Any] = {}
+    try:
+        with open(path, "rb") as f:
+            for count, (op, arg, _) in enumerate(pickletools.genops(f)):
+                name = op.name
+                if name in ("GLOBAL", "INST"):
+                    return str(arg).replace(" ", ".")
+                if name == "STACK_GLOBAL":
+                    parts = pushed[-2:]
+                    return ".".join(parts) if len(parts) == 2 and all(isinstance(p, str) for p in parts) else None
+                if name in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"):
+                    memo[len(memo) if name == "MEMOIZE" else arg] = pushed[-1] if pushed else None
+                elif name in ("GET", "BINGET", "LONG_BINGET"):
+                    pushed.append(memo.get(arg))
+                elif name not in ("PROTO", "FRAME", "MARK"):
+                    pushed.append(arg if isinstance(arg, str) and "UNICODE" in name else None)
+                if count >= max_ops:
+                    return None
+    except Exception:          # corrupt or not a pickle: the regular reader reports it
+        return None
+    return None
+
+
+def _is_tf_pickle(path: Path) -> bool:
+    return _is_pickle(path) and _first_global(path) == TF_NETWORK
+
+
+def _tf_networks(data: Any):
+    """Every Network record in what ``read_tf_pkl`` read: top level (a Network, or a tuple / list /
+    dict of them) and their components, each once."""
+    seen, stack = set(), []
+    if isinstance(data, TFNetworkRecord):
+        stack.append(data)
+    elif isinstance(data, (tuple, list)):
+        stack.extend(v for v in data if isinstance(v, TFNetworkRecord))
+    elif isinstance(data, dict):
+        stack.extend(v for v in data.values() if isinstance(v, TFNetworkRecord))
+    while stack:
+        net = stack.pop()
+        if id(net) in seen:
+            continue
+        seen.add(id(net))
+        yield net
+        if net.state is not None:
+            stack.extend(net.components.values())
+
+
+def read_tf_pkl(path: PathLike) -> Any:
+    """The content of a TensorFlow-era ``.pkl`` (``(G, D, Gs)`` or one Network) with every
+    ``dnnlib.tflib.network.Network`` as a ``TFNetworkRecord``, read by ``SafeUnpickler`` with
+    ``TF_ALLOWED_GLOBALS``: any other global -> ``UnsafeCheckpointError`` naming it."""
+    path = _check_file(path)
+    try:
+        with open(path, "rb") as f:
+            data = SafeUnpickler(f, where=str(path), allowed=TF_ALLOWED_GLOBALS).load()
+    except CheckpointError:
+        raise
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
+            KeyError, RuntimeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: unreadable or corrupt pickle ({type(err).__name__}: {err})") from None
+    for net in _tf_networks(data):
+        if net.state is None:
+            raise UnsafeCheckpointError(f"refused to load {path}: a TensorFlow-era `{TF_NETWORK}` without its state "
+                                        "(a malformed pickle). Nothing from the file was executed.")
+    return data
+
+
+def load_tf_pkl(path: PathLike, device: Union[str, torch.device] = "cpu",
+                w_avg_samples: int = 4096) -> Union[Generator, GeneratorV1]:
+    """A TensorFlow-era NVlabs pickle -> ``GeneratorV1`` (StyleGAN v1: ``karras2019stylegan-*.pkl``)
+    or ``Generator`` with ``layout="stylegan2"`` (StyleGAN2: ``stylegan2-*-config-f.pkl``), eval
+    mode, from ``Gs`` of a ``(G, D, Gs)`` snapshot (or the single Network the file holds)."""
+    path = _check_file(path)
+    data = read_tf_pkl(path)
+    if isinstance(data, TFNetworkRecord):
+        net, entry = data, None
+    elif isinstance(data, tuple) and len(data) == 3 and all(isinstance(n, TFNetworkRecord) for n in data):
+        net, entry = data[2], "Gs"
+    else:
+        found = (f"a {type(data).__name__} of {len(data)}" if isinstance(data, (tuple, list, dict))
+                 else f"a {type(data).__name__}")
+        raise CheckpointError(f"{path}: a TensorFlow-era pickle holding {found}; expected (G, D, Gs) or one "
+                              "generator Network")
+    G = _converting(tf_generator, path, net, f"{path}" + (f": {entry}" if entry else ""), w_avg_samples)
+    G.checkpoint_info = {"format": "tensorflow", "path": str(path), "entry": entry, **G.checkpoint_info}
+    return G.to(device).eval()
+
+
+def tf_params(net: TFNetworkRecord) -> Dict[str, np.ndarray]:
+    """All variables of a Network and its components, named ``component/.../variable`` as NVlabs'
+    ``legacy._collect_tf_params`` names them (``mapping/Dense0/weight``, ``synthesis/4x4/Const/const``,
+    ``dlatent_avg``)."""
+    params: Dict[str, np.ndarray] = OrderedDict()
+
+    def collect(prefix: str, n: TFNetworkRecord, depth: int) -> None:
+        if depth > 8:
+            raise CheckpointError("TensorFlow-era Network components nest too deep (a cycle?)")
+        for name, value in n.variables.items():
+            params[prefix + name] = value
+        for name, component in n.components.items():
+            collect(f"{prefix}{name}/", component, depth + 1)
+
+    collect("", net, 0)
+    return params
+
+
+#: static_kwargs of v1's G_style / G_mapping / G_synthesis (``training/networks_stylegan.py``).
+_TF_V1_KWARGS = {
+    "truncation_psi", "truncation_cutoff", "truncation_psi_val", "truncation_cutoff_val", "dlatent_avg_beta",
+    "style_mixing_prob", "is_training", "is_validation", "is_template_graph", "latent_size", "label_size",
+    "dlatent_size", "dlatent_broadcast", "mapping_layers", "mapping_fmaps", "mapping_lrmul", "mapping_nonlinearity",
+    "use_wscale", "normalize_latents", "dtype", "num_channels", "resolution", "fmap_base", "fmap_decay", "fmap_max",
+    "use_styles", "const_input_layer", "use_noise", "randomize_noise", "nonlinearity", "use_pixel_norm",
+    "use_instance_norm", "fused_scale", "blur_filter", "structure", "force_clean_graph"}
+#: static_kwargs of StyleGAN2's G_main / G_mapping / G_synthesis_stylegan2 (``training/networks_stylegan2.py``)
+#: and those NVlabs' ``legacy.convert_tf_generator`` knows (stylegan2-ada TF).
+_TF_SG2_KWARGS = {
+    "truncation_psi", "truncation_cutoff", "truncation_psi_val", "truncation_cutoff_val", "dlatent_avg_beta",
+    "style_mixing_prob", "is_training", "is_validation", "return_dlatents", "is_template_graph", "mapping_func",
+    "synthesis_func", "latent_size", "label_size", "dlatent_size", "dlatent_broadcast", "mapping_layers",
+    "mapping_fmaps", "mapping_lrmul", "mapping_nonlinearity", "normalize_latents", "dtype", "num_channels",
+    "resolution", "fmap_base", "fmap_decay", "fmap_min", "fmap_max", "randomize_noise", "architecture",
+    "nonlinearity", "resample_kernel", "fused_modconv", "label_fmaps", "embed_size", "w_avg_beta", "num_fp16_res",
+    "conv_clamp", "use_noise", "structure"}
+
+
+class _TFVariables:
+    """The flattened variables of a generator, handed out as float tensors; remembers what was used."""
+
+    def __init__(self, params: Dict[str, np.ndarray], where: str):
+        self.params, self.where, self.used = params, where, set()
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.params
+
+    def __call__(self, name: str) -> Tensor:
+        if name not in self.params:
+            raise CheckpointError(f"{self.where}: TensorFlow variable {name!r} is missing")
+        self.used.add(name)
+        return torch.from_numpy(np.array(self.params[name], dtype=np.float32))
+
+    def get(self, name: str) -> Optional[Tensor]:
+        return self(name) if name in self.params else None
+
+    def check_all_used(self, ignore: str) -> None:
+        unknown = [k for k in self.params if k not in self.used and not re.fullmatch(ignore, k)]
+        if unknown:
+            raise CheckpointError(f"{self.where}: TensorFlow variables this loader does not know (a fork?): "
+                                  f"{unknown[:10]}")
+
+
+def _tf_kwargs(net: TFNetworkRecord, known: set, where: str) -> Dict[str, Any]:
+    kwargs: Dict[str, Any] = {}
+    for part in (net.components.get("mapping"), net.components.get("synthesis"), net):
+        kwargs.update(part.static_kwargs)
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise CheckpointError(f"{where}: unknown TensorFlow keyword arguments {unknown} (a fork?)")
+    return kwargs
+
+
+def _tf_require(kwargs: Dict[str, Any], where: str, **supported) -> None:
+    """Each ``name=(default, allowed values)``: the kwarg (or its default) must be allowed."""
+    for name, (default, allowed) in supported.items():
+        value = kwargs.get(name, default)
+        value = [float(v) for v in value] if isinstance(value, (list, tuple)) else value
+        if value not in allowed:
+            raise CheckpointError(f"{where}: {name}={kwargs.get(name, default)!r} is not supported "
+                                  f"(supported: {allowed})")
+
+
+def _tf_resolutions(params: Dict[str, np.ndarray], where: str) -> list:
+    found = sorted({int(m.group(1)) for k in params for m in [re.match(r"synthesis/(\d+)x\1/", k)] if m})
+    if not found or found != [2 ** i for i in range(2, int(math.log2(found[-1])) + 1)]:
+        raise CheckpointError(f"{where}: synthesis resolutions {found} are not 4, 8, ..., 2^k")
+    return found
+
+
+def _tf_check_lod(v: _TFVariables, where: str) -> None:
+    for name in ("lod", "synthesis/lod"):
+        if name in v and float(v(name).reshape(-1)[0]) != 0:
+            raise CheckpointError(f"{where}: {name} = {float(v(name).reshape(-1)[0])}: a progressive-growing snapshot "
+                                  "between resolutions; only final networks (lod 0) are supported")
+
+
+def tf_generator(net: TFNetworkRecord, where: str = "Gs",
+                 w_avg_samples: int = 4096) -> Union[Generator, GeneratorV1]:
+    """A TF generator Network (``read_tf_pkl(path)[2]``) -> ``GeneratorV1`` (StyleGAN v1) or
+    ``Generator`` (StyleGAN2, ``layout="stylegan2"``), told apart by their variable names."""
+    mapping, synthesis = net.components.get("mapping"), net.components.get("synthesis")
+    if mapping is None or synthesis is None:
+        raise CheckpointError(f"{where}: the Network {net.name!r} ({net.build_func_name}) has components "
+                              f"{sorted(net.components)}, not a StyleGAN generator's 'mapping' and 'synthesis' "
+                              "(a discriminator?)")
+    if net.version < 3:
+        raise CheckpointError(f"{where}: TensorFlow Network version {net.version} is too old (3-5 supported)")
+    names = synthesis.variables
+    if "4x4/Const/StyleMod/weight" in names:
+        return tf_stylegan1_generator(net, where, w_avg_samples)
+    if "4x4/Conv/mod_weight" in names:
+        if any(k.startswith("ToRGB_lod") for k in names):
+            raise CheckpointError(f"{where}: a StyleGAN2 synthesis network with progressive growing (configs B-D, "
+                                  f"{synthesis.build_func_name}); only config E/F ('skip') generators are supported")
+        return tf_stylegan2_generator(net, where, w_avg_samples)
+    raise CheckpointError(f"{where}: synthesis network {synthesis.build_func_name!r} is neither StyleGAN v1 "
+                          "(4x4/Const/StyleMod) nor StyleGAN2 (4x4/Conv/mod_weight)")
+
+
+def _tf_mapping_shapes(v: _TFVariables, where: str):
+    dense = sorted(int(m.group(1)) for k in v.params for m in [re.fullmatch(r"mapping/Dense(\d+)/weight", k)] if m)
+    if not dense or dense != list(range(len(dense))):
+        raise CheckpointError(f"{where}: mapping Dense layers {dense} are not Dense0..DenseN")
+    shapes = [tuple(v.params[f"mapping/Dense{i}/weight"].shape) for i in dense]
+    return len(dense), shapes
+
+
+def tf_stylegan1_generator(net: TFNetworkRecord, where: str = "Gs", w_avg_samples: int = 4096) -> GeneratorV1:
+    """StyleGAN v1 (``G_style``: ``G_mapping`` + ``G_synthesis``) -> ``GeneratorV1``.
+
+    TF names -> ours: ``mapping/Dense{i}/weight`` [in, out] -> ``mapping.fcs.{i}.weight`` (transposed;
+    same run-time gain sqrt(2) * lrmul / sqrt(in)), ``/bias``; ``mapping/LabelConcat/weight`` ->
+    ``mapping.label_embed``; ``synthesis/4x4/Const/const`` [1, C, 4, 4] -> ``const``; per layer
+    (``4x4/Const``, ``4x4/Conv``, ``{r}x{r}/Conv0_up``, ``{r}x{r}/Conv1``): ``weight`` [3, 3, in, out]
+    -> ``layers.{i}.conv.weight`` [out, in, 3, 3], ``Noise/weight`` -> ``noise_strength``, ``bias``,
+    ``StyleMod/weight`` [w, 2C] -> ``affine.weight`` (transposed), ``StyleMod/bias`` -> ``affine.bias``
+    + 1 on the scale half; ``ToRGB_lod0`` -> ``to_rgb``; ``noise{i}`` -> ``G.const_noise()``;
+    ``dlatent_avg`` -> ``mapping.w_avg``. The ToRGBs of lower lods are progressive-growing leftovers:
+    not used by the final network, not loaded."""
+    kw = _tf_kwargs(net, _TF_V1_KWARGS, where)
+    _tf_require(kw, where, use_styles=(True, (True,)), const_input_layer=(True, (True,)),
+                use_instance_norm=(True, (True,)), use_pixel_norm=(False, (False,)), use_wscale=(True, (True,)),
+                normalize_latents=(True, (True,)), nonlinearity=("lrelu", ("lrelu",)),
+                mapping_nonlinearity=("lrelu", ("lrelu",)), blur_filter=([1, 2, 1], ([1.0, 2.0, 1.0], None)),
+                fused_scale=("auto", ("auto", True, False)), use_noise=(True, (True, False)))
+    v = _TFVariables(tf_params(net), where)
+    _tf_check_lod(v, where)
+    n_mlp, shapes = _tf_mapping_shapes(v, where)
+    label = v.params.get("mapping/LabelConcat/weight")
+    num_classes = 0 if label is None else int(label.shape[0])
+    z_dim = int(kw.get("latent_size", shapes[0][0] // (2 if num_classes else 1)))
+    if shapes[0][0] != z_dim * (2 if num_classes else 1) or (label is not None and label.shape[1] != z_dim):
+        raise CheckpointError(f"{where}: mapping input {shapes[0][0]} does not fit latent_size {z_dim} "
+                              f"and label_size {num_classes}")
+    w_dim, hidden = int(shapes[-1][1]), int(shapes[0][1]) if n_mlp > 1 else int(shapes[-1][1])
+    resolutions = _tf_resolutions(v.params, where)
+    resolution = resolutions[-1]
+    if int(kw.get("resolution", resolution)) != resolution:
+        raise CheckpointError(f"{where}: resolution {kw['resolution']} but synthesis layers up to {resolution}")
+    const = v("synthesis/4x4/Const/const")
+    channels = {r: int(const.shape[1]) if r == 4 else int(v.params[f"synthesis/{r}x{r}/Conv1/weight"].shape[3])
+                for r in resolutions}
+    rgb = v("synthesis/ToRGB_lod0/weight")
+    cutoff = kw.get("truncation_cutoff", 8)
+    blur = kw.get("blur_filter", [1, 2, 1]) is not None
+    beta = kw.get("dlatent_avg_beta", 0.995)
+    G = GeneratorV1(resolution=resolution, num_classes=num_classes, z_dim=z_dim, w_dim=w_dim, mapping_layers=n_mlp,
+                    mapping_fmaps=hidden, channels=channels, image_channels=int(rgb.shape[3]),
+                    mapping_lr_mul=float(kw.get("mapping_lrmul", 0.01)),
+                    w_avg_beta=0.995 if beta is None else float(beta), blur=blur,
+                    fused_scale=kw.get("fused_scale", "auto"),
+                    truncation_cutoff=0 if cutoff is None or cutoff <= 0 else int(cutoff))
+    new: Dict[str, Tensor] = {}
+    for i in range(n_mlp):
+        new[f"mapping.fcs.{i}.weight"] = v(f"mapping/Dense{i}/weight").t()
+        new[f"mapping.fcs.{i}.bias"] = v(f"mapping/Dense{i}/bias")
+    if num_classes:
+        new["mapping.label_embed"] = v("mapping/LabelConcat/weight")
+    new["const"] = const[0]
+    use_noise = bool(kw.get("use_noise", True))
+    for i, layer in enumerate(G.layers):
+        r = layer.resolution
+        scope = "synthesis/" + ("4x4/Const" if i == 0 else "4x4/Conv" if i == 1 else
+                                f"{r}x{r}/Conv0_up" if i % 2 == 0 else f"{r}x{r}/Conv1")
+        if layer.conv is not None:
+            new[f"layers.{i}.conv.weight"] = v(f"{scope}/weight").permute(3, 2, 0, 1)
+        new[f"layers.{i}.noise_strength"] = (v(f"{scope}/Noise/weight") if use_noise
+                                             else torch.zeros(layer.out_channels))
+        new[f"layers.{i}.bias"] = v(f"{scope}/bias")
+        new[f"layers.{i}.affine.weight"] = v(f"{scope}/StyleMod/weight").t()
+        bias = v(f"{scope}/StyleMod/bias").clone()
+        bias[:layer.out_channels] += 1.0                                 # y_s = 1 + A_s(w)
+        new[f"layers.{i}.affine.bias"] = bias
+    new["to_rgb.weight"] = rgb.permute(3, 2, 0, 1)
+    new["to_rgb.bias"] = v("synthesis/ToRGB_lod0/bias")
+    noises = [v.get(f"synthesis/noise{i}") for i in range(G.num_layers)]
+    w_avg = v.get("dlatent_avg")
+    v.check_all_used(r"lod|synthesis/lod|synthesis/ToRGB_lod[1-9]\d*/(weight|bias)")
+    _load_converted(G, new, None if w_avg is None else w_avg.reshape(-1), Path(where))
+    if w_avg is None and w_avg_samples:
+        G.estimate_w_avg(n=w_avg_samples, generator=torch.Generator().manual_seed(0))
+    if use_noise and all(n is not None for n in noises):
+        G.set_const_noise(noises)
+    G.checkpoint_info = {"version": "stylegan1", "build_func_name": net.build_func_name,
+                         "truncation_psi": kw.get("truncation_psi", 0.7), "truncation_cutoff": cutoff}
+    return G
+
+
+def tf_stylegan2_generator(net: TFNetworkRecord, where: str = "Gs", w_avg_samples: int = 4096) -> Generator:
+    """StyleGAN2 (``G_main``: ``G_mapping`` + ``G_synthesis_stylegan2``, ``architecture='skip'``, e.g.
+    ``stylegan2-*-config-f.pkl``) -> ``Generator(layout="stylegan2")``, by the names NVlabs'
+    ``legacy.convert_tf_generator`` uses.
+
+    TF names -> ours: ``mapping/Dense{i}`` -> ``mapping.fcs.{i}`` (weight transposed),
+    ``mapping/LabelEmbed`` (stylegan2-ada TF) -> ``mapping.embed``; ``synthesis/4x4/Const/const`` ->
+    ``const``; conv k (``4x4/Conv``, ``{r}x{r}/Conv0_up``, ``{r}x{r}/Conv1``): ``weight`` [3, 3, in, out]
+    -> ``layers.{k}.weight`` [out, in, 3, 3] times TF's run-time gain 1/sqrt(in * 9) (ours drops the
+    gain of demodulated convs; pre-applying it keeps the 1e-8 of the demodulation where TF has it).
+    Up-sampling convs are *not* flipped: legacy.py flips them for NVlabs' PyTorch layer and our
+    converter of NVlabs pickles flips them back. ``mod_weight`` -> ``affine.weight`` (transposed),
+    ``mod_bias`` + 1 -> ``affine.bias``, ``noise_strength``, ``bias``; ``{r}x{r}/ToRGB`` ->
+    ``torgbs.{j}`` (weight [1, 1, C, img] -> [img, C]); ``noise{k}`` -> ``G.const_noise()``;
+    ``dlatent_avg`` -> ``mapping.w_avg``."""
+    kw = _tf_kwargs(net, _TF_SG2_KWARGS, where)
+    _tf_require(kw, where, architecture=("skip", ("skip",)), nonlinearity=("lrelu", ("lrelu",)),
+                mapping_nonlinearity=("lrelu", ("lrelu",)), resample_kernel=([1, 3, 3, 1], ([1.0, 3.0, 3.0, 1.0],)),
+                normalize_latents=(True, (True,)), use_noise=(True, (True, False)),
+                synthesis_func=("G_synthesis_stylegan2", ("G_synthesis_stylegan2",)),
+                mapping_func=("G_mapping", ("G_mapping",)))
+    v = _TFVariables(tf_params(net), where)
+    _tf_check_lod(v, where)
+    if "mapping/LabelConcat/weight" in v:
+        raise CheckpointError(f"{where}: a class-conditional StyleGAN2 mapping with 'LabelConcat' (label "
+                              "embedding normalised together with z) is not supported")
+    n_mlp, shapes = _tf_mapping_shapes(v, where)
+    embed = v.params.get("mapping/LabelEmbed/weight")
+    num_classes = 0 if embed is None else int(embed.shape[0])
+    w_dim = int(shapes[-1][1])
+    z_dim = int(kw.get("latent_size", shapes[0][0] - (w_dim if num_classes else 0)))
+    if shapes[0][0] != z_dim + (w_dim if num_classes else 0) or any(s[1] != w_dim for s in shapes) \
+            or (embed is not None and embed.shape[1] != w_dim):
+        raise CheckpointError(f"{where}: mapping with layer or embedding widths != dlatent_size is not supported")
+    resolutions = _tf_resolutions(v.params, where)
+    resolution = resolutions[-1]
+    if int(kw.get("resolution", resolution)) != resolution:
+        raise CheckpointError(f"{where}: resolution {kw['resolution']} but synthesis layers up to {resolution}")
+    const = v("synthesis/4x4/Const/const")
+    channels = {r: int(const.shape[1]) if r == 4 else int(v.params[f"synthesis/{r}x{r}/Conv1/weight"].shape[3])
+                for r in resolutions}
+    image_channels = int(v.params["synthesis/4x4/ToRGB/weight"].shape[3]) \
+        if "synthesis/4x4/ToRGB/weight" in v else int(kw.get("num_channels", 3))
+    beta = kw.get("w_avg_beta", kw.get("dlatent_avg_beta", 0.995))
+    clamp = kw.get("conv_clamp")
+    G = Generator(resolution=resolution, num_classes=num_classes, z_dim=z_dim, w_dim=w_dim, mapping_layers=n_mlp,
+                  channels=channels, image_channels=image_channels,
+                  mapping_lr_mul=float(kw.get("mapping_lrmul", 0.01)),
+                  w_avg_beta=0.995 if beta is None else float(beta), layout="stylegan2",
+                  conv_clamp=None if clamp is None else float(clamp))
+    new: Dict[str, Tensor] = {}
+    for i in range(n_mlp):
+        new[f"mapping.fcs.{i}.weight"] = v(f"mapping/Dense{i}/weight").t()
+        new[f"mapping.fcs.{i}.bias"] = v(f"mapping/Dense{i}/bias")
+    if num_classes:
+        new["mapping.embed.weight"] = v("mapping/LabelEmbed/weight").t()
+        new["mapping.embed.bias"] = v("mapping/LabelEmbed/bias")
+    new["const"] = const[0]
+    use_noise = bool(kw.get("use_noise", True))
+    for k, layer in enumerate(G.layers):
+        r = layer.resolution
+        scope = "synthesis/" + ("4x4/Conv" if k == 0 else f"{r}x{r}/Conv0_up" if layer.up else f"{r}x{r}/Conv1")
+        w = v(f"{scope}/weight")
+        new[f"layers.{k}.weight"] = w.permute(3, 2, 0, 1) / math.sqrt(w.shape[0] * w.shape[1] * w.shape[2])
+        new[f"layers.{k}.bias"] = v(f"{scope}/bias")
+        new[f"layers.{k}.affine.weight"] = v(f"{scope}/mod_weight").t()
+        new[f"layers.{k}.affine.bias"] = v(f"{scope}/mod_bias") + 1.0
+        new[f"layers.{k}.noise_strength"] = v(f"{scope}/noise_strength").reshape(()) if use_noise else torch.zeros(())
+    for j, rgb in enumerate(G.torgbs):
+        scope = f"synthesis/{rgb.resolution}x{rgb.resolution}/ToRGB"
+        new[f"torgbs.{j}.weight"] = v(f"{scope}/weight")[0, 0].t()
+        new[f"torgbs.{j}.bias"] = v(f"{scope}/bias")
+        new[f"torgbs.{j}.affine.weight"] = v(f"{scope}/mod_weight").t()
+        new[f"torgbs.{j}.affine.bias"] = v(f"{scope}/mod_bias") + 1.0
+    noises = [v.get(f"synthesis/noise{k}") for k in range(G.num_convs)]
+    w_avg = v.get("dlatent_avg")
+    v.check_all_used(r"lod|synthesis/lod")
+    _load_converted(G, new, None if w_avg is None else w_avg.reshape(-1), Path(where))
+    if w_avg is None and w_avg_samples:
+        G.estimate_w_avg(n=w_avg_samples, generator=torch.Generator().manual_seed(0))
+    if use_noise and all(n is not None for n in noises):
+        G.set_const_noise(noises)
+    G.checkpoint_info = {"version": "stylegan2", "build_func_name": net.build_func_name,
+                         "truncation_psi": kw.get("truncation_psi", 0.5),
+                         "truncation_cutoff": kw.get("truncation_cutoff")}
+    return G
+
+
 __all__ = [
     "CheckpointError",
     "EasyDictRecord",
@@ -828,12 +1347,20 @@ __all__ = [
     "PersistentRecord",
     "ROSINALITY_SAFE_GLOBALS",
     "SafeUnpickler",
+    "TFNetworkRecord",
+    "TF_ALLOWED_GLOBALS",
     "TorchModuleRecord",
     "UnsafeCheckpointError",
     "load_generator",
     "load_nvlabs_pkl",
     "load_rosinality",
+    "load_tf_pkl",
     "nvlabs_generator",
     "read_nvlabs_pkl",
+    "read_tf_pkl",
+    "tf_generator",
+    "tf_params",
+    "tf_stylegan1_generator",
+    "tf_stylegan2_generator",
     "torch_load_safe",
 ]
