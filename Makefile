@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: book test smoke-book clean-runs
+.PHONY: book test smoke-book clean-runs bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,3 +28,8 @@ test: $(STAMP)
 
 smoke-book: $(STAMP)
 	$(BIN)/gat book --profile smoke --build-dir _build/smoke
+
+# speed ratios measured in one run (benchmarks/README in book/performance.md); not part of the tests
+bench: $(STAMP)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks --write-book

@@ -11,6 +11,8 @@ ratios from one run compare):
   on the whole batch; beside it, mean iterations-to-fool ÷ 10 (what early stop can at best save).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_attack.py --batch 64
+
+``run(quick)`` returns the same figures for ``python -m benchmarks``.
 """
 from __future__ import annotations
 
@@ -36,21 +38,15 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=None)
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def measure(batch: int, repeats: int) -> dict:
+    """The three figures (``rows``: key, label, value, target) and the timings behind them."""
     torch.manual_seed(0)
     G = Generator().eval()
     with torch.no_grad():
         for layer in G.layers:          # a trained generator uses its noise; a fresh one has strength 0
             layer.noise_strength.fill_(0.1)
     model = classifiers.build("small_cnn").eval()
-    labels = torch.arange(args.batch) % 10
+    labels = torch.arange(batch) % 10
     styles, noises = sample_latents(G, labels, seed=1)
 
     def bare_step():
@@ -79,25 +75,48 @@ def main(argv=None) -> None:
         return lambda: latent_attack(G, classifier, styles, noises, labels, eps=0.05, delta=0.5, moves="both",
                                      layers=layers, max_iters=iters, use_cache=use_cache)
 
-    floor = timed(bare_step, args.repeats)
-    ten = timed(attack(10), args.repeats)
+    floor = timed(bare_step, repeats)
+    ten = timed(attack(10), repeats)
     # 10 iterations = 10 forward+backward passes + 1 final forward
     step_ratio = (ten / 10) / floor
     fine = G.layer_groups()["fine"]
-    cached = timed(attack(10, fine, True), args.repeats)
-    uncached = timed(attack(10, fine, False), args.repeats)
+    cached = timed(attack(10, fine, True), repeats)
+    uncached = timed(attack(10, fine, False), repeats)
     real = attack(10, classifier=model)
     result = real()
     mean_iters = result.iterations[result.valid].float().mean().item()
-    early = timed(real, args.repeats)
+    early = timed(real, repeats)
     rows = [
-        ("latent attack step ÷ bare F∘g forward+backward", step_ratio, "≤ 1.10"),
-        ("fine-layer attack, cached ÷ full re-render", cached / uncached, "≤ 0.60"),
-        ("10-step attack with early stop ÷ without", early / ten, f"≈ {mean_iters / 10:.2f} (mean iterations ÷ 10)"),
+        ("attack_step_over_floor", "latent attack step ÷ bare F∘g forward+backward", step_ratio, "≤ 1.10"),
+        ("attack_fine_cached_over_full", "fine-layer attack, cached ÷ full re-render", cached / uncached, "≤ 0.60"),
+        ("attack_early_stop_over_full", "10-step attack with early stop ÷ without", early / ten,
+         f"≈ {mean_iters / 10:.2f} (mean iterations ÷ 10)"),
     ]
-    print(f"batch {args.batch}, threads {torch.get_num_threads()}, bare step {floor * 1000:.1f} ms")
+    return {"rows": rows, "batch": batch, "repeats": repeats, "floor_s": floor, "ten_iterations_s": ten,
+            "mean_iterations_to_fool": mean_iters}
+
+
+def run(quick: bool = False, batch: int | None = None, repeats: int | None = None) -> dict:
+    """For ``python -m benchmarks`` (see ``benchmarks/__init__.py``)."""
+    from benchmarks import QUICK_REPEATS, REPEATS, result, row
+
+    out = measure(batch or (4 if quick else 64), repeats or (QUICK_REPEATS if quick else REPEATS))
+    rows = [row(key, label, value, target) for key, label, value, target in out.pop("rows")]
+    return result(rows, out)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = measure(args.batch, args.repeats)
+    print(f"batch {args.batch}, threads {torch.get_num_threads()}, bare step {out['floor_s'] * 1000:.1f} ms")
     print("| ratio | measured | target |\n|---|---:|---|")
-    for name, value, target in rows:
+    for _, name, value, target in out["rows"]:
         print(f"| {name} | {value:.2f} | {target} |")
 
 

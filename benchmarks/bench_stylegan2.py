@@ -11,6 +11,10 @@ Timings: median (and best) over ``--repeats`` runs of ``--iters`` steps each, af
 machine may be shared, so compare the numbers of one run only. ``--profile`` prints the top ops.
 
     python benchmarks/bench_stylegan2.py --threads 2 --batch 32
+
+``run(quick)`` returns its two ratios for ``python -m benchmarks``: the fine-layer attack step with
+``start_layer`` + cache ÷ the full synthesis (target < 1.00), and our modulation ÷ the naive
+grouped-conv modulation, G training step (target ≤ 1.00).
 """
 from __future__ import annotations
 
@@ -70,7 +74,7 @@ def timeit(step, iters, repeats, warmup=2):
     return statistics.median(times), min(times)
 
 
-def main(argv=None):
+def _parser():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=32)
@@ -79,8 +83,15 @@ def main(argv=None):
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--profile", action="store_true", help="print the top ops of a G training step")
     ap.add_argument("--skip-naive", action="store_true")
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    return ap
+
+
+def main(argv=None, ratios: dict | None = None):
+    """Prints the table; returns its rows. ``ratios`` (a dict), when given, receives the two ratios."""
+    args = _parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ratios = {} if ratios is None else ratios
     dev = torch.device(args.device)
     sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
     torch.manual_seed(0)
@@ -150,6 +161,7 @@ def main(argv=None):
     report("G synthesis forward, full", full_f)
     report(f"G synthesis forward, start_layer={k} + cache", part_f)
     print(f"  -> full / start_layer={k}: fwd+bwd {full[0] / part[0]:.2f}x, forward {full_f[0] / part_f[0]:.2f}x")
+    ratios["stylegan2_cached_over_full"] = part[0] / full[0]
     G.requires_grad_(True)
 
     def d_step():
@@ -170,6 +182,7 @@ def main(argv=None):
         report("G fwd+bwd train, ours (scale input + demod output)", ours)
         report("G fwd+bwd train, naive grouped-conv modulation", naive)
         print(f"  -> naive / ours time: {naive[0] / ours[0]:.2f}x  (max |diff| of images {float((a - b).abs().max()):.2e})")
+        ratios["stylegan2_ours_over_naive"] = ours[0] / naive[0]
 
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
@@ -180,6 +193,23 @@ def main(argv=None):
         key = "self_cuda_time_total" if dev.type == "cuda" else "self_cpu_time_total"
         print(prof.key_averages().table(sort_by=key, row_limit=22, max_name_column_width=40))
     return rows
+
+
+def run(quick: bool = False) -> dict:
+    """For ``python -m benchmarks`` (see ``benchmarks/__init__.py``); keeps the caller's thread count."""
+    from benchmarks import QUICK_REPEATS, REPEATS, result, row
+
+    argv = ["--threads", "0", "--batch", "4" if quick else "32", "--iters", "1" if quick else "3",
+            "--repeats", str(QUICK_REPEATS if quick else REPEATS)]
+    ratios: dict = {}
+    rows = main(argv, ratios)
+    labels = {
+        "stylegan2_cached_over_full": ("G fwd+bwd, fine-layer attack: start_layer + cache ÷ full synthesis", "< 1.00"),
+        "stylegan2_ours_over_naive": ("G training fwd+bwd: our modulation ÷ naive grouped-conv", "≤ 1.00"),
+    }
+    batch = int(argv[3])
+    return result([row(key, labels[key][0], value, labels[key][1]) for key, value in ratios.items()],
+                  {"img_per_s": {name: batch / seconds for name, seconds in rows}, "batch": batch})
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import platform
+import sys
 import random
 import subprocess
 import time
@@ -126,6 +127,7 @@ class Chapter:
             "git_commit": git_commit(),
             "torch": torch.__version__,
             "python": platform.python_version(),
+            "peak_rss_bytes": peak_rss_bytes(),
         }
 
     def _flush(self, stamp: dict | None = None) -> None:
@@ -142,6 +144,16 @@ class Chapter:
             except json.JSONDecodeError:
                 pass
         _write_atomic(self.results_file, payload)
+
+
+def peak_rss_bytes() -> int | None:
+    """The kernel's peak resident memory so far (Linux/macOS ``getrusage``; None elsewhere)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)   # bytes on macOS, KiB on Linux
 
 
 def start(profile: str = "default", seed: int = 0, device: str = "auto") -> Chapter:

@@ -381,6 +381,7 @@ def execute(run: PreparedRun, progress: bool = False) -> dict:
         "started": started,
         "finished": finished,
         "wall_time_s": round(wall, 3),
+        "peak_rss_bytes": (recorded.get("stamp") or {}).get("peak_rss_bytes"),
     }
     write_atomic(results_path, json.dumps(results, indent=2, sort_keys=True) + "\n")
     partial.unlink(missing_ok=True)

@@ -20,6 +20,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from . import distributed as _distributed
+
 Mode = Callable[[nn.Module, torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -48,13 +50,18 @@ def _save_atomic(payload: dict, path: Path) -> None:
 def train_classifier(model: nn.Module, train_set, *, epochs: int, batch_size: int = 128, lr: float = 2e-3,
                      weight_decay: float = 1e-4, seed: int = 0, device: str | torch.device = "cpu",
                      mode: str | Mode = "standard", checkpoint: str | Path | None = None,
-                     max_steps: int | None = None, progress: bool = True) -> dict:
+                     max_steps: int | None = None, progress: bool = True, distributed: bool | None = None) -> dict:
     """Train ``model`` on ``train_set`` (a ``DigitDataset``) with AdamW and a one-cycle schedule.
 
     ``checkpoint``: a file written after every epoch (model, optimiser, scheduler, history); when it
     exists the run resumes from it, so a killed run loses at most one epoch. ``max_steps`` caps the
     number of optimiser steps per epoch (the ``smoke`` profile). Returns the history
     ``{"epoch": [...], "loss": [...], "train_accuracy": [...]}``.
+
+    ``distributed``: train data-parallel with DDP over the initialised ``torch.distributed`` process
+    group (``None``, the default: exactly when one with more than one rank is initialised, e.g. under
+    ``torchrun``). ``batch_size`` is then the global batch, each rank training on its
+    ``1 / world_size`` share; only rank 0 writes the checkpoint. See ``gatlib.distributed``.
     """
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs ({epochs}) and batch_size ({batch_size}) must be positive")
@@ -63,37 +70,49 @@ def train_classifier(model: nn.Module, train_set, *, epochs: int, batch_size: in
         raise ValueError(f"unknown training mode {mode!r}; known: {', '.join(MODES)}")
     device = torch.device(device)
     model.to(device)
+    ddp = _distributed.context(distributed, device)   # None: a single process
     steps_per_epoch = len(train_set) // batch_size
     if max_steps is not None:
         steps_per_epoch = min(steps_per_epoch, max_steps)
     if steps_per_epoch < 1:
         raise ValueError(f"{len(train_set)} training images are fewer than one batch of {batch_size}")
+    local_batch = batch_size if ddp is None else ddp.local_batch_size(batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch)
     history = {"epoch": [], "loss": [], "train_accuracy": []}
     first_epoch = 0
 
     checkpoint = Path(checkpoint) if checkpoint else None
-    if checkpoint and checkpoint.exists():
+    resume = checkpoint and checkpoint.exists()
+    if ddp is not None and checkpoint:
+        resume = ddp.agree(resume, f"whether {checkpoint} exists")
+    if resume:
         state = torch.load(checkpoint, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         history, first_epoch = state["history"], state["epoch"] + 1
+    net = model if ddp is None else ddp.wrap(model)   # modes (attacks) always get the bare model
+    if ddp is not None:
+        mode_fn = ddp.wrap_mode(mode_fn, seed)
 
     for epoch in range(first_epoch, epochs):
         model.train()
         order = _epoch_order(len(train_set), seed, epoch)
-        torch.manual_seed(seed * 100_003 + epoch)  # dropout / attack randomness, reproducible on resume
+        if ddp is not None:
+            order = ddp.shard(order)
+        # dropout / attack randomness, reproducible on resume (and its own stream on each DDP rank)
+        torch.manual_seed(seed * 100_003 + epoch + (0 if ddp is None else ddp.seed_offset))
         total_loss, correct, seen = 0.0, 0, 0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
+        quiet = not progress or (ddp is not None and not ddp.is_main)
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", disable=quiet, leave=False)
         for step in bar:
-            index = order[step * batch_size:(step + 1) * batch_size]
+            index = order[step * local_batch:(step + 1) * local_batch]
             images, labels = train_set.images[index].to(device), train_set.labels[index].to(device)
             inputs, targets = mode_fn(model, images, labels, epoch * steps_per_epoch + step)
-            logits = model(inputs)
+            logits = net(inputs)
             loss = F.cross_entropy(logits, targets)
-            if not torch.isfinite(loss):
+            if not (torch.isfinite(loss) if ddp is None else ddp.all_finite(loss)):
                 raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch + 1}, step {step}: "
                                          "lower the learning rate; the last good checkpoint is kept")
             optimizer.zero_grad(set_to_none=True)
@@ -104,10 +123,13 @@ def train_classifier(model: nn.Module, train_set, *, epochs: int, batch_size: in
             correct += (logits.argmax(1) == targets).sum().item()
             seen += len(targets)
             bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}")
+        if ddp is not None:   # the global numbers on every rank; rank 0's BatchNorm statistics everywhere
+            total_loss, correct, seen = ddp.sum(total_loss, correct, seen)
+            ddp.sync_buffers(model)
         history["epoch"].append(epoch + 1)
         history["loss"].append(total_loss / seen)
         history["train_accuracy"].append(correct / seen)
-        if checkpoint:
+        if checkpoint and (ddp is None or ddp.is_main):
             _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                           "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch}, checkpoint)
     model.eval()

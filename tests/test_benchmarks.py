@@ -1,0 +1,60 @@
+"""The benchmark runner works (``python -m benchmarks --quick``): a functional test, not a timing test."""
+import importlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))   # `benchmarks` is a folder of the repository, not an installed package
+
+from benchmarks import BENCHES, check  # noqa: E402
+
+
+def run_benchmarks(*args, timeout=120):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "benchmarks", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_quick_run_writes_the_ratios_and_fills_the_book(tmp_path):
+    out = tmp_path / "results.json"
+    proc = run_benchmarks("--quick", "--only", "pgd,book", "--out", str(out))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert {"date", "device", "torch", "cpu_count", "threads"} <= set(results["machine"])
+    assert results["quick"] is True and set(results["benches"]) == {"pgd", "book"}
+    assert results["benches"]["pgd"]["status"] == "ok"
+    ratio = results["ratios"]["pgd_ours_over_foolbox"]
+    assert isinstance(ratio, float) and ratio > 0
+    assert results["benches"]["pgd"]["details"]["agreement"] >= 0.99    # the same attack, step for step
+    assert {"book_smoke_total_min", "book_default_total_min", "book_peak_rss_gib"} <= set(results["ratios"])
+    assert "| pgd | L∞ PGD" in proc.stdout
+
+    page = tmp_path / "performance.md"
+    page.write_text("# Performance\n\nbefore\n\n<!-- bench:start -->\nold table\n<!-- bench:end -->\n\nafter\n")
+    proc = run_benchmarks("--write-book", "--out", str(out), "--book", str(page))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = page.read_text()
+    assert "old table" not in text and "before" in text and "after" in text
+    assert "pgd_ours_over_foolbox" not in text and "L∞ PGD (5 steps), ours ÷ foolbox" in text
+    assert "quick check" in text     # a quick run is labelled as such in the book
+
+
+def test_unknown_benchmark_is_named():
+    proc = run_benchmarks("--only", "nonsense", timeout=60)
+    assert proc.returncode != 0 and "unknown benchmark" in proc.stderr
+
+
+@pytest.mark.parametrize("name", sorted(BENCHES))
+def test_every_benchmark_module_has_run(name):
+    assert callable(getattr(importlib.import_module(BENCHES[name]), "run"))
+
+
+def test_targets_are_checked():
+    assert check(0.9, "≤ 1.00") is True and check(1.1, "≤ 1.00") is False
+    assert check(2.0, "≥ 1.5") is True and check(0.5, "< 1.00") is True
+    assert check(0.5, None) is None and check(None, "≤ 1") is None and check(0.3, "≈ 0.30 (mean)") is None
