@@ -98,3 +98,14 @@ def test_rewriting_a_pair_changes_no_byte(tmp_path):
     source.write_text(NOTEBOOKS[0].read_text())
     first = pairing.write_pair(source).read_bytes()
     assert pairing.write_pair(source).read_bytes() == first   # cell ids are not random
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_first_code_cell_installs_gatlib_on_colab_only(path):
+    notebook = jupytext.read(path)
+    first = next(cell for cell in notebook.cells if cell.cell_type == "code")
+    assert "colab-install" in first.metadata.get("tags", [])
+    assert 'if "google.colab" in sys.modules:' in first.source      # a no-op outside Colab
+    assert "git+https://github.com/gat-book/gat-book" in first.source
+    installs = [line for line in first.source.splitlines() if "install" in line and not line.lstrip().startswith("#")]
+    assert installs and not any("torch" in line for line in installs)   # Colab keeps its own torch
