@@ -702,10 +702,46 @@ def stage_book(root: Path, stage: Path, executed: dict[str, Path], profile: str,
         shutil.copy2(ipynb, stage / "notebooks" / f"{stem}.ipynb")
 
     if (stage / "book" / "reproduction.md").exists():
-        from gatlib.scoreboard import write_scoreboard
+        from gatlib.scoreboard import RECORDS_DIR, generated_records, write_scoreboard
 
-        write_scoreboard(stage, runs_dir, profile=profile)
+        # the records copied from the repository's book/runs/ belong to `gat report`'s profile:
+        # write_scoreboard replaces them by this build's, and the toc lists them
+        target = write_scoreboard(stage, runs_dir, profile=profile)
+        records = [p.relative_to(stage).with_suffix("").as_posix()
+                   for p in generated_records(target.parent / RECORDS_DIR)]
+        toc = _with_run_records(yaml.safe_load((stage / "_toc.yml").read_text()),
+                                target.relative_to(stage).with_suffix("").as_posix(), records)
+        write_atomic(stage / "_toc.yml", yaml.safe_dump(toc, sort_keys=False))
     return stage
+
+
+def _with_run_records(toc, page: str, records: list[str]):
+    """The toc with the run records (docnames) as sections of the scoreboard ``page``: with
+    ``only_build_toc_files`` a page the toc does not name is not built, and the scoreboard's links
+    to it would break the ``-W`` build. Entries already naming a record are dropped first (and a
+    part or a ``sections`` list left empty by that)."""
+    if not records:
+        return toc
+    wanted = set(records)
+
+    def named(node) -> str:
+        return str(node.get("file", "")).removesuffix(".md") if isinstance(node, dict) else ""
+
+    def walk(node):
+        if isinstance(node, list):
+            items = [walk(item) for item in node if named(item) not in wanted]
+            return [item for item in items if not (isinstance(item, dict) and "file" not in item
+                                                    and "chapters" in item and not item["chapters"])]
+        if isinstance(node, dict):
+            out = {k: walk(v) for k, v in node.items()}
+            if "sections" in out and not out["sections"]:
+                del out["sections"]
+            if named(out) == page:
+                out["sections"] = [*(out.get("sections") or []), *({"file": r} for r in records)]
+            return out
+        return node
+
+    return walk(toc)
 
 
 def _jupyter_book_cmd() -> list[str]:
@@ -812,7 +848,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--shard", default=None, help="i/N, i 0-based: runs whose index %% N == i")
     b.add_argument("--runs-dir", default="runs")
 
-    r = sub.add_parser("report", help="regenerate the scoreboard in book/reproduction.md")
+    r = sub.add_parser("report", help="regenerate the scoreboard in book/reproduction.md and its run records in book/runs/")
     r.add_argument("--runs-dir", default=None, help="default: <root>/runs")
     r.add_argument("--root", default=".")
     r.add_argument("--profile", default="default")
@@ -844,10 +880,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  failed: {r.get('notebook')} {r.get('run_id', '')}: {r.get('error')}")
             return 1 if failed else 0
         if args.command == "report":
-            from gatlib.scoreboard import write_scoreboard
+            from gatlib.scoreboard import RECORDS_DIR, generated_records, write_scoreboard
 
             path = write_scoreboard(args.root, args.runs_dir, profile=args.profile)
-            print(f"scoreboard written to {path}")
+            records = generated_records(path.parent / RECORDS_DIR)
+            print(f"scoreboard written to {path}, with {len(records)} run record(s) in {path.parent / RECORDS_DIR}")
             return 0
         if args.command == "book":
             if args.profile not in PROFILES:

@@ -19,3 +19,37 @@ def tiny_generator():
     from gatlib import zoo
 
     return zoo.generator("random-tiny", seed=0)
+
+
+# ------------------------------------------------------------------ the smoke book (session-wide, built once)
+# test_notebooks.py checks the runs and the -W build; test_browser.py opens the built pages in Chromium.
+
+@pytest.fixture(scope="session")
+def smoke_runs(tmp_path_factory):
+    """Each notebook (chapters and drafts) run once on `smoke`: ``(runs_dir, {stem: results})``."""
+    from gatlib import pairing, runbook
+
+    runs_dir = tmp_path_factory.mktemp("runs")
+    results = {path.stem: runbook.run_notebook(path, profile="smoke", runs_dir=runs_dir)
+               for path in pairing.all_notebooks()}
+    return runs_dir, results
+
+
+@pytest.fixture(scope="session")
+def smoke_book(smoke_runs, tmp_path_factory):
+    """The book built from the smoke runs with ``gat book`` (Jupyter Book's -W): a namespace with
+    ``completed`` (the CompletedProcess; check its returncode), ``build`` (the build dir, the
+    staged sources under ``stage/``) and ``html`` (``build/html``)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    root = Path(__file__).resolve().parent.parent
+    runs_dir, _ = smoke_runs
+    build = tmp_path_factory.mktemp("book") / "build"
+    gat = Path(sys.executable).with_name("gat")
+    completed = subprocess.run([str(gat), "book", "--profile", "smoke", "--runs-dir", str(runs_dir),
+                                "--build-dir", str(build), "--root", str(root)],
+                               capture_output=True, text=True, timeout=900)
+    return SimpleNamespace(completed=completed, build=build, html=build / "html")

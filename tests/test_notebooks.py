@@ -1,26 +1,20 @@
 """Every chapter, executed end to end on the `smoke` profile through the runner (once per test
 session), its .ipynb pair in sync, and the whole book built with Jupyter Book's -W."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import jupytext
 import pytest
 
-from gatlib import pairing, runbook
+from gatlib import pairing
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = pairing.all_notebooks()          # book chapters and drafts
 BOOK_CHAPTERS = sorted((ROOT / "notebooks").glob("*.md"))
 
 
-@pytest.fixture(scope="session")
-def smoke_runs(tmp_path_factory):
-    """Each notebook run once on `smoke`; the book test below reuses these runs."""
-    runs_dir = tmp_path_factory.mktemp("runs")
-    results = {path.stem: runbook.run_notebook(path, profile="smoke", runs_dir=runs_dir) for path in NOTEBOOKS}
-    return runs_dir, results
+# `smoke_runs` (every notebook run once on `smoke`) and `smoke_book` (the book built from them)
+# are session fixtures in conftest.py: test_browser.py reuses the same build.
 
 
 def test_there_are_chapters():
@@ -66,14 +60,10 @@ def test_setup_chapter_numbers_are_accuracies(smoke_runs):
 
 
 @pytest.mark.book
-def test_book_builds_on_smoke_with_warnings_as_errors(smoke_runs, tmp_path):
-    runs_dir, _ = smoke_runs
-    gat = Path(sys.executable).with_name("gat")
-    completed = subprocess.run([str(gat), "book", "--profile", "smoke", "--runs-dir", str(runs_dir),
-                                "--build-dir", str(tmp_path / "build"), "--root", str(ROOT)],
-                               capture_output=True, text=True, timeout=900)
+def test_book_builds_on_smoke_with_warnings_as_errors(smoke_book):
+    completed = smoke_book.completed
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    html = tmp_path / "build" / "html"
+    html = smoke_book.html
     assert (html / "index.html").is_file()
     chapter = (html / "notebooks" / "00_setup.html").read_text()
     assert "Run stamp" in chapter and "profile <code" in chapter

@@ -243,9 +243,9 @@ def test_report_rewrites_between_markers_deterministically(tmp_path):
     assert "old text" not in text
     assert "| Table | Row | Column | Paper | Ours | Source |" in text
     row = next(line for line in text.splitlines() if "In-domain (LSUN)" in line and "| Original |" in line)
-    assert "| 94.2 | 99.1 |" in row and "00_setup/default-0000000002" in row
+    assert "| 94.2 | [99.1](runs/00_setup-default-0000000002.md) |" in row and "00_setup/default-0000000002" in row
     clean = next(line for line in text.splitlines() if "Classification LSUN · clean" in line and "| Original |" in line)
-    assert "| 88.9 | 98.0 |" in clean
+    assert "| 88.9 | [98.0](runs/00_setup-default-0000000002.md) |" in clean
     assert text.count("| not yet |") == len(scoreboard.paper_entries()) - 2  # every other paper number is listed
     assert "| User study |" in text and "| Table 2 |" in text
     before = page.read_bytes()
