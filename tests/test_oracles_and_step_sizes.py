@@ -44,9 +44,15 @@ def test_the_rule_prefers_success_within_the_bars():
         {"eps": 0.04, "delta": 0.4, "success_rate": 0.99, "median_iterations": 2, "preservation": 0.80},
     ])
     chosen = step_sizes.choose(table)
-    assert (chosen.eps, chosen.delta) == (0.02, 0.2)
+    assert (chosen.eps, chosen.delta) == (0.02, 0.2) and chosen.meets_preservation
+    # nobody in the median range reaches the bar: the most label-preserving successes, flagged
+    fallback = step_sizes.choose(table[table.eps >= 0.04])
+    assert (fallback.eps, fallback.meets_preservation) == (0.04, False)
+    assert fallback.preserved_success == pytest.approx(0.99 * 0.80)
     with pytest.raises(ValueError, match="widen the grid"):
-        step_sizes.choose(table[table.eps >= 0.04])
+        step_sizes.choose(table[table.eps >= 0.04], strict=True)
+    with pytest.raises(ValueError, match="widen the grid"):     # no median in range at all
+        step_sizes.choose(table[table.eps >= 0.08])
 
 
 def test_geometric_grid():
