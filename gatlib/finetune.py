@@ -58,8 +58,8 @@ TABLE_ROWS = (ORIGINAL,) + TRAINED_ROWS          # Table 1 / Table 3 row order
 # the recipe of every fine-tuned zoo model; eps and delta MUST equal chapter 02's chosen step sizes
 DEFAULTS = {
     "generator": "mnist-stylegan2",
-    "eps": 0.05,            # placeholder: chapter 02's `step_sizes.eps` once the generator is trained
-    "delta": 1.6,           # placeholder: chapter 02's `step_sizes.delta`
+    "eps": 0.04,            # chapter 02's `step_sizes.eps` (default run on mnist-stylegan2)
+    "delta": 3.2,           # chapter 02's `step_sizes.delta`
     "max_iters": 10,
     "steps": 400,
     "batch_size": 128,
