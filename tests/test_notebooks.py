@@ -99,3 +99,20 @@ def test_first_code_cell_installs_gatlib_on_colab_only(path):
     assert "git+https://github.com/gat-book/gat-book" in first.source
     installs = [line for line in first.source.splitlines() if "install" in line and not line.lstrip().startswith("#")]
     assert installs and not any("torch" in line for line in installs)   # Colab keeps its own torch
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_chapters_attack_with_the_step_sizes_the_zoo_models_were_trained_with(path):
+    """A chapter's default ε/δ must be chapter 02's choice, recorded in gatlib.finetune.DEFAULTS
+    (the zoo's GAT recipes): else loading the zoo's GAT models would fail on a recipe mismatch."""
+    from gatlib import finetune
+
+    notebook = jupytext.read(path)
+    cell = next(cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", []))
+    defaults = runbook.parse_parameters_cell(cell.source, path.name)
+    if path.stem == "02_latent_attacks":    # chooses them (0 = run the search)
+        assert defaults["eps"] == 0 and defaults["delta"] == 0
+        return
+    for name in ("eps", "delta"):
+        if name in defaults:
+            assert defaults[name] == finetune.DEFAULTS[name], f"{path.name}: {name} = {defaults[name]}"
