@@ -105,7 +105,7 @@ def test_first_code_cell_installs_gatlib_on_colab_only(path):
 def test_chapters_attack_with_the_step_sizes_the_zoo_models_were_trained_with(path):
     """A chapter's default ε/δ must be chapter 02's choice, recorded in gatlib.finetune.DEFAULTS
     (the zoo's GAT recipes): else loading the zoo's GAT models would fail on a recipe mismatch."""
-    from gatlib import finetune
+    from gatlib import finetune, runbook
 
     notebook = jupytext.read(path)
     cell = next(cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", []))
