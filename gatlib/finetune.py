@@ -71,6 +71,7 @@ DEFAULTS = {
     "group_size": 2,        # consecutive layers moved together; 0 = all layers at once
     "moves": ["style", "noise", "both"],
     "keep_only_fooled": True,
+    "oracle_filter": [],    # zoo classifiers whose majority must still see c (empty: the paper's GAT)
     "eval_every": 50,
     "curve_samples": 200,
     "curve_images": 1000,
@@ -78,7 +79,7 @@ DEFAULTS = {
 _COMMON = ("generator", "eps", "delta", "max_iters", "steps", "batch_size", "lr", "weight_decay", "eval_every",
            "curve_samples", "curve_images")
 _POOL = ("pool_size", "refresh_every", "chunk")
-_ATTACK = ("group_size", "moves", "keep_only_fooled")
+_ATTACK = ("group_size", "moves", "keep_only_fooled", "oracle_filter")
 _DEFENSE = ("steps", "batch_size", "lr", "weight_decay", "eval_every", "curve_images")
 MODE_KEYS = {"standard": _COMMON, "generated": _COMMON + _POOL, "gat": _COMMON + _POOL + _ATTACK,
              **{mode: _DEFENSE for mode in ("at_pgd", "at_spatial", "at_recolor", "pat", "advprop")}}
@@ -92,6 +93,7 @@ ABLATIONS = {
     "gat-no-filter": {"mode": "gat", "keep_only_fooled": False},
     "gat-refresh-10": {"mode": "gat", "refresh_every": 10},
     "gat-refresh-200": {"mode": "gat", "refresh_every": 200},
+    "gat-oracle-filter": {"mode": "gat", "oracle_filter": ["oracle-mlp", "oracle-widecnn", "oracle-shufflenet"]},
 }
 DEFENSE_ROWS = {"at-pgd": {"mode": "at_pgd"}, "advprop": {"mode": "advprop"}, "at-spatial": {"mode": "at_spatial"},
                 "at-recolor": {"mode": "at_recolor"}, "pat": {"mode": "pat"}}
@@ -132,6 +134,8 @@ def zoo_recipe(row: str, seed: int, **overrides) -> dict:
     recipe.update({key: settings[key] for key in MODE_KEYS[mode]})
     if mode in DEFENSE_MODES:
         recipe.update(defense_attack_settings(mode))
+    if not recipe.get("oracle_filter", True):   # the paper's GAT: no key, so its recipe reads as before
+        del recipe["oracle_filter"]
     if "moves" in recipe:
         recipe["moves"] = list(recipe["moves"])
     return json.loads(json.dumps(recipe))   # exactly what the manifest will hold
@@ -139,7 +143,7 @@ def zoo_recipe(row: str, seed: int, **overrides) -> dict:
 
 def make_mode(row: str, G, *, eps: float = 0.0, delta: float = 0.0, seed: int = 0, pool_size: int = 1024, refresh_every: int = 50,
               moves=("style", "noise", "both"), keep_only_fooled: bool = True, group_size: int = 2,
-              max_iters: int = 10, chunk: int = 128, mode: str | None = None):
+              max_iters: int = 10, chunk: int = 128, mode: str | None = None, oracle_filter=()):
     """The training mode of ``row``: ``"standard"``, or a ``GATMode`` (``attack=False`` for the
     generated-data control). ``group_size=0`` moves all layers at once."""
     from .gat import GATMode
@@ -158,9 +162,14 @@ def make_mode(row: str, G, *, eps: float = 0.0, delta: float = 0.0, seed: int = 
         raise ValueError(f"unknown fine-tuning mode {mode!r}")
     if mode == "gat" and eps <= 0 and delta <= 0:
         raise ValueError("GAT needs a positive style step eps and/or noise step delta (chapter 02's choice)")
+    label_oracles = None
+    if oracle_filter:
+        from . import zoo
+
+        label_oracles = {name: zoo.load(name) for name in oracle_filter}
     return GATMode(G, eps=eps, delta=delta, max_iters=max_iters, pool_size=pool_size, refresh_every=refresh_every,
                    chunk=chunk, group_size=group_size if group_size > 0 else G.num_layers, moves=tuple(moves),
-                   keep_only_fooled=keep_only_fooled, attack=mode == "gat", seed=seed)
+                   keep_only_fooled=keep_only_fooled, attack=mode == "gat", seed=seed, label_oracles=label_oracles)
 
 
 # ------------------------------------------------------------------------------ fine-tuning

@@ -13,6 +13,12 @@ half from the pool. ``refresh_every=1`` attacks the model afresh at every step (
 the most expensive); the chapter reports the trade-off. ``GATMode.log`` records every refresh:
 attacked latents, fooled share, seconds spent.
 
+``label_oracles`` (a dict of classifiers, default none) adds a second filter that the paper does not
+need: a kept sample must also be seen as its class c by the oracles' majority. The paper's
+per-category LSUN generators cannot leave their category; a class-conditional generator can (an
+attack may turn a 7 into a 9, chapter 02), and then the ≤ ``max_iters`` filter alone keeps
+examples whose label is wrong. Chapter 04's ablation ``gat-oracle-filter`` measures the difference.
+
 ``GATMode(..., attack=False)`` is the control of chapter 04: the same number of *unperturbed*
 generated images, so that a gain can be credited to the adversarial part and not to extra data.
 """
@@ -33,7 +39,8 @@ class GATMode:
 
     def __init__(self, G, *, eps: float, delta: float, max_iters: int = 10, pool_size: int = 1024,
                  refresh_every: int = 50, chunk: int = 128, group_size: int = 2, moves=MOVES,
-                 keep_only_fooled: bool = True, attack: bool = True, max_attempts: int = 4, seed: int = 0):
+                 keep_only_fooled: bool = True, attack: bool = True, max_attempts: int = 4, seed: int = 0,
+                 label_oracles: dict | None = None):
         if pool_size < 1 or refresh_every < 1 or chunk < 1:
             raise ValueError("pool_size, refresh_every and chunk must be positive")
         unknown = set(moves) - set(MOVES)
@@ -44,6 +51,7 @@ class GATMode:
         self.groups = G.consecutive_groups(group_size)
         self.moves = list(moves)
         self.keep_only_fooled, self.attack, self.max_attempts = keep_only_fooled, attack, max_attempts
+        self.label_oracles = dict(label_oracles or {})
         self.rng = random.Random(seed)
         self.seed = seed
         self.pool_images = self.pool_labels = None
@@ -74,6 +82,8 @@ class GATMode:
                                    max_iters=self.max_iters)
             keep = result.success if self.keep_only_fooled else result.valid
             fooled += int(result.success.sum())
+            if self.label_oracles and keep.any():
+                keep = keep & self._oracles_see_class(result.images, result.labels)
             kept_images.append(result.images[keep])
             kept_labels.append(result.labels[keep])
         images, labels = torch.cat(kept_images)[:self.pool_size], torch.cat(kept_labels)[:self.pool_size]
@@ -82,6 +92,13 @@ class GATMode:
         self.log.append({"step": step, "attacked": attacked, "kept": len(images),
                          "fooled_rate": fooled / attacked if self.attack else float("nan"),
                          "seconds": time.time() - started})
+
+    def _oracles_see_class(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Per sample: more than half of ``label_oracles`` predict its conditioning class."""
+        from .classifiers import predict
+
+        votes = torch.stack([predict(oracle, images) == labels.cpu() for oracle in self.label_oracles.values()])
+        return (votes.sum(0) * 2 > len(self.label_oracles)).to(labels.device)
 
     def __call__(self, model, images, labels, step):
         if step % self.refresh_every == 0 or self.pool_images is None:

@@ -61,3 +61,38 @@ def test_bad_settings_are_named(G):
         GATMode(G, eps=0.1, delta=0.1, moves=("pixels",))
     with pytest.raises(ValueError, match="must be positive"):
         GATMode(G, eps=0.1, delta=0.1, pool_size=0)
+
+
+class _Says(nn.Module):
+    """An oracle that answers one fixed class, or the truth passed in ``truth``."""
+
+    def __init__(self, answer=None):
+        super().__init__()
+        self.answer = answer
+        self.anchor = nn.Parameter(torch.zeros(1))
+
+    def forward(self, images):
+        logits = torch.zeros(len(images), 10)
+        logits[:, self.answer] = 1.0
+        return logits
+
+
+def test_oracle_filter_keeps_only_samples_the_oracle_majority_still_sees_as_c(G):
+    model = classifier()
+    unfiltered = GATMode(G, eps=0.2, delta=1.0, pool_size=32, chunk=16, seed=1)
+    unfiltered.refresh(model, 0)
+    assert len(unfiltered.pool_images) > 0
+    # two of three oracles always answer 3: only fooled samples of class 3 survive the filter
+    oracles = {"a": _Says(3), "b": _Says(3), "c": _Says(5)}
+    filtered = GATMode(G, eps=0.2, delta=1.0, pool_size=32, chunk=16, seed=1, label_oracles=oracles, max_attempts=1)
+    filtered.refresh(model, 0)
+    assert (filtered.pool_labels == 3).all()
+    assert len(filtered.pool_images) < len(unfiltered.pool_images)
+
+
+def test_oracle_filter_is_an_ablation_with_its_own_recipe():
+    from gatlib import finetune
+
+    assert "oracle_filter" not in finetune.zoo_recipe("gat", 0)         # the paper's GAT: recipe unchanged
+    assert finetune.zoo_recipe("gat-oracle-filter", 0)["oracle_filter"] == ["oracle-mlp", "oracle-widecnn",
+                                                                             "oracle-shufflenet"]
