@@ -853,7 +853,7 @@ def plot_analysis(analysis: StudyAnalysis, paper: dict | None = None, ax=None, t
     if ax is None:
         _, ax = plt.subplots(figsize=(1.4 * len(table) + 2, 3.4))
     sns.barplot(data=table, x="kind", y="rate", hue="kind", palette="crest", legend=False, ax=ax)
-    ax.errorbar(np.arange(len(table)), table.rate, yerr=[table.rate - table.low, table.high - table.rate],
+    ax.errorbar(np.arange(len(table)), table.rate, yerr=[(table.rate - table.low).clip(lower=0), (table.high - table.rate).clip(lower=0)],
                 fmt="none", ecolor="black", capsize=4, lw=1)
     if paper:
         xs = [i for i, kind in enumerate(table.kind) if kind in paper]

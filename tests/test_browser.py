@@ -171,8 +171,13 @@ def run_chromium(chromium: str, *args: str, timeout: int = 120) -> subprocess.Co
 def load(site, page: str) -> dict:
     """What the probe saw on ``page`` (a path relative to the html dir) after the load event."""
     base, _, chromium = site
-    completed = run_chromium(chromium, "--virtual-time-budget=5000", "--dump-dom", f"{base}/{page}")
-    found = re.search(r'<pre id="gat-probe"[^>]*>(.*?)</pre>', completed.stdout, flags=re.S)
+    # a page with many figures on a busy machine may need more than 5 s of virtual time to load and
+    # decode every image: retry with longer budgets before calling the probe missing
+    for budget in (5000, 20000, 60000):
+        completed = run_chromium(chromium, f"--virtual-time-budget={budget}", "--dump-dom", f"{base}/{page}")
+        found = re.search(r'<pre id="gat-probe"[^>]*>(.*?)</pre>', completed.stdout, flags=re.S)
+        if found:
+            break
     assert found, (f"{page}: no probe result in Chromium's DOM (exit {completed.returncode})\n"
                    f"{completed.stdout[-1500:]}\n{completed.stderr[-1500:]}")
     import html as html_module
