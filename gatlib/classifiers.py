@@ -148,6 +148,8 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1000, devi
 def accuracy(model: nn.Module, dataset, batch_size: int = 1000, device=None) -> float:
     """Top-1 accuracy (a fraction in [0, 1]) of ``model`` on a ``DigitDataset`` (tensors in memory)
     or any map-style dataset of ``(image, label)`` pairs such as a paper-profile ImageFolder."""
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if hasattr(dataset, "images") and hasattr(dataset, "labels"):
         predictions = predict(model, dataset.images, batch_size=batch_size, device=device)
         return (predictions == dataset.labels).float().mean().item()

@@ -78,8 +78,12 @@ def evaluate(model: nn.Module, dataset, attacks: Mapping[str, object] | None = N
         attacks = {"clean": None, **attacks}
     if not attacks:
         raise ValueError("evaluate: nothing to evaluate (no attacks and include_clean=False)")
-    if batch_size < 1:
-        raise ValueError(f"evaluate: batch_size must be ≥ 1, got {batch_size}")
+    if not (isinstance(batch_size, int) or (isinstance(batch_size, float) and batch_size.is_integer())) \
+            or batch_size < 1:
+        raise ValueError(f"evaluate: batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = int(batch_size)
+    if count is not None and count < 0:
+        raise ValueError(f"evaluate: count must be None (all samples) or ≥ 0, got {count}")
     seeds = list(seeds)
     if not seeds:
         raise ValueError("evaluate: seeds must not be empty")

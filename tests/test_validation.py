@@ -50,8 +50,8 @@ def batch():
 # --------------------------------------------------------------------------- latent attack
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"eps": -0.1, "delta": 0.1}, r"step sizes must be non-negative, got eps=-0\.1"),
-    ({"eps": 0.1, "delta": -0.5}, r"step sizes must be non-negative, got eps=0\.1, delta=-0\.5"),
+    ({"eps": -0.1, "delta": 0.1}, r"eps \(the style step\) must be a finite number >= 0, got -0\.1"),
+    ({"eps": 0.1, "delta": -0.5}, r"delta \(the noise step\) must be a finite number >= 0, got -0\.5"),
     ({"eps": 0.1, "delta": 0.1, "layers": [99]}, r"layers must lie in 0\.\.7, got \[99\]"),
     ({"eps": 0.1, "delta": 0.1, "layers": [-1]}, r"layers must lie in"),
     ({"eps": 0.1, "delta": 0.1, "layers": []}, r"at least one layer"),
@@ -67,26 +67,23 @@ def test_latent_attack_refuses_bad_arguments(latent, kwargs, message):
 
 def test_attack_batches_refuses_a_negative_step_before_sampling(latent):
     G, F, _, _, labels = latent
-    with pytest.raises(ValueError, match="eps=-0.1"):
+    with pytest.raises(ValueError, match=r"eps .* got -0\.1"):
         attack_batches(G, F, labels, seed=0, eps=-0.1, delta=0.1, progress=False)
 
 
 @pytest.mark.parametrize("eps", [math.nan, math.inf], ids=["nan", "inf"])
-@not_validated("a NaN/inf eps passes `eps < 0` and turns every moved style into NaN")
 def test_latent_attack_refuses_a_non_finite_step(latent, eps):
     G, F, styles, noises, labels = latent
     with pytest.raises(ValueError, match="eps"):
         latent_attack(G, F, styles, noises, labels, eps=eps, delta=0.1)
 
 
-@not_validated("labels of the wrong length fail inside a tensor expand (RuntimeError)")
 def test_latent_attack_refuses_labels_of_the_wrong_length(latent):
     G, F, styles, noises, labels = latent
     with pytest.raises(ValueError, match="labels"):
         latent_attack(G, F, styles, noises, labels[:2], eps=0.1, delta=0.1)
 
 
-@not_validated("NaN styles (e.g. from a broken mapping network) give NaN images silently")
 def test_latent_attack_refuses_nan_styles(latent):
     G, F, styles, noises, labels = latent
     broken = type(styles)([s.clone() for s in styles.conv], list(styles.torgb))
@@ -95,7 +92,6 @@ def test_latent_attack_refuses_nan_styles(latent):
         latent_attack(G, F, broken, noises, labels, eps=0.1, delta=0.1)
 
 
-@not_validated("batch_size=0 fails in range() ('range() arg 3 must not be zero')")
 def test_attack_batches_refuses_a_zero_batch_size(latent):
     G, F, _, _, labels = latent
     with pytest.raises(ValueError, match="batch_size"):
@@ -164,8 +160,8 @@ def digits():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"batch_size": 0}, "batch_size must be ≥ 1, got 0"),
-    ({"batch_size": -3}, "batch_size must be ≥ 1, got -3"),
+    ({"batch_size": 0}, "batch_size must be a positive integer, got 0"),
+    ({"batch_size": -3}, "batch_size must be a positive integer, got -3"),
     ({"seeds": []}, "seeds must not be empty"),
     ({"attacks": {}, "include_clean": False}, "nothing to evaluate"),
 ])
@@ -175,13 +171,11 @@ def test_evaluate_refuses_bad_arguments(model, digits, kwargs, message):
 
 
 @pytest.mark.parametrize("batch_size", [2.5, math.nan], ids=["fraction", "nan"])
-@not_validated("a non-integer batch_size passes `batch_size < 1` and fails in range() (TypeError)")
 def test_evaluate_refuses_a_non_integer_batch_size(model, digits, batch_size):
     with pytest.raises(ValueError, match="batch_size"):
         gatlib.evaluate(model, digits, batch_size=batch_size, progress=False)
 
 
-@not_validated("count=-5 silently evaluates every sample")
 def test_evaluate_refuses_a_negative_count(model, digits):
     with pytest.raises(ValueError, match="count"):
         gatlib.evaluate(model, digits, count=-5, progress=False)
@@ -224,7 +218,6 @@ def test_accuracy_refuses_images_out_of_range(model):
         classifiers.accuracy(model, Scaled())
 
 
-@not_validated("batch_size=0 fails in range() ('range() arg 3 must not be zero')")
 def test_accuracy_refuses_a_zero_batch_size(model, digits):
     with pytest.raises(ValueError, match="batch_size"):
         classifiers.accuracy(model, digits, batch_size=0)

@@ -23,6 +23,8 @@ computed once (``G.cache``) and every iteration re-renders from layer ``k`` (``s
 """
 from __future__ import annotations
 
+import math
+
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Sequence
@@ -155,10 +157,16 @@ def latent_attack(G, classifier: nn.Module, styles, noises: list, labels: Tensor
         raise ValueError(f"moves must be one of {MOVES}, got {moves!r}")
     if max_iters < 1:
         raise ValueError(f"max_iters must be at least 1, got {max_iters}")
-    if eps < 0 or delta < 0:
-        raise ValueError(f"step sizes must be non-negative, got eps={eps}, delta={delta}")
+    if not (math.isfinite(eps) and eps >= 0):
+        raise ValueError(f"eps (the style step) must be a finite number >= 0, got {eps}")
+    if not (math.isfinite(delta) and delta >= 0):
+        raise ValueError(f"delta (the noise step) must be a finite number >= 0, got {delta}")
     labels = labels.long().to(styles.conv[0].device)
     batch = len(labels)
+    if any(len(style) != batch for style in styles.conv):
+        raise ValueError(f"labels has {batch} entries but the styles hold {len(styles.conv[0])} samples")
+    if not all(torch.isfinite(style).all() for style in styles.conv):
+        raise ValueError("styles contain NaN or infinite values (is the mapping network broken?)")
     style_conv, style_torgb, noise_layers, start = _select(G, layers, moves, include_torgb, len(styles.conv))
     start = start if use_cache else 0
 
@@ -283,6 +291,8 @@ def attack_batches(G, classifier, labels: Tensor, seed: int, batch_size: int = 2
     """``latent_attack`` over many samples in batches (seed + batch index per batch), results joined."""
     from tqdm.auto import tqdm
 
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     parts = []
     starts = range(0, len(labels), batch_size)
     for number, begin in enumerate(tqdm(starts, desc="latent attack", disable=not progress, leave=False)):
