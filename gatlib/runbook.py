@@ -335,6 +335,9 @@ def _describe_error(err: Exception) -> str:
     return f"{type(err).__name__}: {err}"
 
 
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+
+
 def execute(run: PreparedRun, progress: bool = False) -> dict:
     """Execute a prepared run with papermill and write ``results.json`` (also on failure)."""
     import papermill
@@ -350,7 +353,9 @@ def execute(run: PreparedRun, progress: bool = False) -> dict:
     started, t0 = _now(), time.time()
     status, error = "ok", None
     try:
-        with _env(RESULTS_ENV, str(partial.resolve())), _quiet_papermill():
+        # the kernel draws figures inline whatever the caller's MPLBACKEND (CI exports Agg for the
+        # tests' own plots; a kernel that inherits it would show no figure in the book)
+        with _env(RESULTS_ENV, str(partial.resolve())), _env("MPLBACKEND", INLINE_BACKEND), _quiet_papermill():
             papermill.execute_notebook(
                 run.nb, str(executed), parameters=run.parameters, kernel_name="python3",
                 language="python", cwd=str(cwd), progress_bar=progress, log_output=False)

@@ -1,4 +1,6 @@
 """Fixtures several test files share."""
+import os
+
 import pytest
 import torch
 
@@ -30,8 +32,17 @@ def smoke_runs(tmp_path_factory):
     from gatlib import pairing, runbook
 
     runs_dir = tmp_path_factory.mktemp("runs")
-    results = {path.stem: runbook.run_notebook(path, profile="smoke", runs_dir=runs_dir)
-               for path in pairing.all_notebooks()}
+    # as under .ci/run: a non-inline backend in the environment must not reach the kernels
+    saved = os.environ.get("MPLBACKEND")
+    os.environ["MPLBACKEND"] = "Agg"
+    try:
+        results = {path.stem: runbook.run_notebook(path, profile="smoke", runs_dir=runs_dir)
+                   for path in pairing.all_notebooks()}
+    finally:
+        if saved is None:
+            os.environ.pop("MPLBACKEND", None)
+        else:
+            os.environ["MPLBACKEND"] = saved
     return runs_dir, results
 
 

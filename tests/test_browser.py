@@ -66,7 +66,12 @@ PROBE = r"""<script>(function () {
     errors.push({kind: "console", message: Array.prototype.map.call(arguments, text).join(" ")});
     return consoleError.apply(console, arguments);
   };
-  window.addEventListener("load", function () {
+  // after the load event, or 4 s after DOMContentLoaded when a blocked CDN request (e.g. the
+  // widgets' embed script) keeps the load event from firing
+  var probed = false;
+  function probe() {
+    if (probed) { return; }
+    probed = true;
     var article = document.querySelector("article") || document.querySelector("main");
     var images = article ? Array.prototype.slice.call(article.querySelectorAll("img")) : [];
     Promise.all(images.map(function (img) {
@@ -96,7 +101,9 @@ PROBE = r"""<script>(function () {
       pre.textContent = JSON.stringify(out);
       document.body.appendChild(pre);
     });
-  });
+  }
+  window.addEventListener("load", probe);
+  document.addEventListener("DOMContentLoaded", function () { setTimeout(probe, 4000); });
 })();</script>"""
 
 

@@ -50,6 +50,12 @@ def test_notebook_runs_on_smoke(path, smoke_runs):
 
 
 @pytest.mark.notebooks
+def test_executed_chapters_hold_their_figures(smoke_runs):
+    runs_dir, results = smoke_runs
+    executed = runs_dir / "00_setup" / results["00_setup"]["run_id"] / "00_setup.ipynb"
+    assert '"image/png"' in executed.read_text(), "figures must be drawn inline (whatever MPLBACKEND says)"
+
+
 def test_setup_chapter_numbers_are_accuracies(smoke_runs):
     numbers = smoke_runs[1]["00_setup"]["numbers"]
     for key in ("table1.original.clean", "table3.original.in_domain", "table3.original.out_of_domain"):
