@@ -17,25 +17,24 @@ ratios from one run compare):
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+if __package__ in (None, ""):   # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import median_time
 from gatlib import classifiers
 from gatlib.attacks.latent import _attack_mode, latent_attack, sample_latents
 from gatlib.generators.stylegan2 import Generator
 
 
 def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    """Median of ``repeats`` warm calls (one untimed warm-up): ``benchmarks.median_time``."""
+    return median_time(fn, repeats, warmup=1)
 
 
 def measure(batch: int, repeats: int) -> dict:
