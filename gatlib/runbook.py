@@ -59,6 +59,10 @@ log = logging.getLogger("gat")
 # Mirrors gatlib.chapter.PROFILES (kept here so that `gat` does not import torch just to validate).
 PROFILES = ("smoke", "default", "paper")
 RESULTS_ENV = "GAT_RESULTS_FILE"
+# Set for the kernels the runner starts: no person is at the controls, so interactive explorers draw
+# their static figures instead of building ipywidgets (an Output widget that captures a figure can
+# leave nbclient waiting forever for the cell's reply; chapter 02 hung in about one run in three).
+BATCH_ENV = "GAT_BATCH_RUN"
 COMMON_PARAMETERS = ("profile", "seed", "device")
 VERSION_PACKAGES = ("torch", "torchvision", "papermill", "jupytext", "gatlib")
 
@@ -355,7 +359,8 @@ def execute(run: PreparedRun, progress: bool = False) -> dict:
     try:
         # the kernel draws figures inline whatever the caller's MPLBACKEND (CI exports Agg for the
         # tests' own plots; a kernel that inherits it would show no figure in the book)
-        with _env(RESULTS_ENV, str(partial.resolve())), _env("MPLBACKEND", INLINE_BACKEND), _quiet_papermill():
+        with _env(RESULTS_ENV, str(partial.resolve())), _env("MPLBACKEND", INLINE_BACKEND), _env(BATCH_ENV, "1"), \
+                _quiet_papermill():
             papermill.execute_notebook(
                 run.nb, str(executed), parameters=run.parameters, kernel_name="python3",
                 language="python", cwd=str(cwd), progress_bar=progress, log_output=False)

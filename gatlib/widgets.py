@@ -1,11 +1,16 @@
 """Interactive explorers for Jupyter (ipywidgets). In a live kernel they re-run the computation on
-every change; in the rendered book the figure of the starting values is shown as a static image."""
+every change. In a batch run (``gat run``, papermill through our runner, the book build) no one is at
+the controls: they draw the figure of their starting values as a plain static image, which is what
+the rendered book shows."""
 from __future__ import annotations
+
+import os
 
 import matplotlib.pyplot as plt
 import torch
 
 from . import plots
+from .runbook import BATCH_ENV
 from .attacks.evaluation import layer_groups_with_all
 from .attacks.latent import MOVES, latent_attack, sample_latents
 
@@ -29,13 +34,29 @@ def show_attack(G, classifier, labels: torch.Tensor, seed: int, layers: str, mov
                                title=f"{moves} · {layers} layers · ε={eps:g} δ={delta:g} · {kind}")
 
 
+def batch_run() -> bool:
+    """True inside a kernel started by the runner (see :data:`gatlib.runbook.BATCH_ENV`)."""
+    return os.environ.get(BATCH_ENV) == "1"
+
+
 def attack_explorer(G, classifier, count: int = 8, seed: int = 0, eps: float = 0.05, delta: float = 0.5,
-                    max_iters: int = 10):
-    """Sliders and menus for layers, what moves, ε, δ, iterations and target; the figure updates live."""
+                    max_iters: int = 10, live: bool | None = None):
+    """Sliders and menus for layers, what moves, ε, δ, iterations and target; the figure updates live.
+
+    ``live=None`` builds the controls unless this is a batch run; there (and with ``live=False``) it
+    shows the figure of the starting values and returns ``None``. Returns the controls otherwise."""
+    labels = torch.arange(count) % max(G.num_classes, 1)
+    if live is None:
+        live = not batch_run()
+    if not live:
+        show_attack(G, classifier, labels, seed, layers="all", moves="both", eps=eps, delta=delta,
+                    max_iters=max_iters, target=-1)
+        plt.show()
+        return None
+
     import ipywidgets as widgets
     from IPython.display import display
 
-    labels = torch.arange(count) % max(G.num_classes, 1)
     controls = {
         "layers": widgets.Dropdown(options=list(layer_groups_with_all(G)), value="all", description="layers"),
         "moves": widgets.Dropdown(options=list(MOVES), value="both", description="moves"),
@@ -57,3 +78,4 @@ def attack_explorer(G, classifier, count: int = 8, seed: int = 0, eps: float = 0
         control.observe(redraw, names="value")
     redraw()
     display(widgets.VBox([widgets.HBox(list(controls.values())[:3]), widgets.HBox(list(controls.values())[3:]), output]))
+    return controls
