@@ -131,6 +131,11 @@ def names(group: str | None = None) -> list[str]:
     return [n for n, e in ENTRIES.items() if group is None or e.group == group]
 
 
+def is_trained(name: str) -> bool:
+    """Whether ``name`` has a checkpoint in the manifest and on disk (not checked against its sha256)."""
+    return name in read_manifest() and entry(name).path.exists()
+
+
 def verified_path(name: str, path: Path | None = None) -> Path:
     """The checkpoint file of ``name`` after checking its sha256 against the manifest."""
     zoo_entry = entry(name)
