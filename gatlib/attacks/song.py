@@ -30,13 +30,13 @@ training with Song et al.'s examples, which it reports to cost clean accuracy.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..pool import PoolMode
 from .latent import _attack_mode
 
 DEFAULTS = {"lambda_box": 100.0, "lambda_aux": 100.0, "z_eps": 0.1, "lr": 0.01}
@@ -207,68 +207,37 @@ def song_batches(G, classifier, aux_classifier, labels: Tensor, seed: int, batch
                       max_steps=parts[0].max_steps)
 
 
-class SongMode:
+class SongMode(PoolMode):
     """A training mode (``mode(model, images, labels, step)``) for ``train_classifier``: the clean
     batch followed by as many Song et al. examples with their source classes (half and half).
 
-    The examples come from a pool made against the *current* model every ``refresh_every`` steps,
-    as ``gatlib.gat.GATMode`` does; ``keep="successful"`` keeps only examples that fooled the model
-    while the auxiliary classifier agreed (like GAT's filter), ``keep="all"`` every attacked valid
-    sample's final image. While the pool is empty the batch is the clean batch alone.
+    The examples come from a pool made against the *current* model every ``refresh_every`` steps
+    (``gatlib.pool.PoolMode``, as for ``gatlib.gat.GATMode``); ``keep="successful"`` keeps only
+    examples that fooled the model while the auxiliary classifier agreed (like GAT's filter),
+    ``keep="all"`` every attacked valid sample's final image. While the pool is empty the batch is
+    the clean batch alone.
     """
+
+    rate_key = "success_rate"
 
     def __init__(self, G, aux_classifier: nn.Module, *, pool_size: int = 256, refresh_every: int = 50,
                  chunk: int = 64, max_steps: int = 50, keep: str = "successful", max_attempts: int = 4,
                  seed: int = 0, **attack_kwargs):
-        if pool_size < 1 or refresh_every < 1 or chunk < 1 or max_attempts < 1:
-            raise ValueError("pool_size, refresh_every, chunk and max_attempts must be positive, got "
-                             f"{pool_size}, {refresh_every}, {chunk}, {max_attempts}")
+        super().__init__(G, pool_size=pool_size, refresh_every=refresh_every, chunk=chunk,
+                         max_attempts=max_attempts, seed=seed)
         if keep not in ("successful", "all"):
             raise ValueError(f"keep must be 'successful' or 'all', got {keep!r}")
         _check(attack_kwargs.get("lambda_box", 0.0), attack_kwargs.get("lambda_aux", 0.0),
                attack_kwargs.get("z_eps", 0.0), attack_kwargs.get("lr", DEFAULTS["lr"]), max_steps)
-        self.G, self.aux = G, aux_classifier
-        self.pool_size, self.refresh_every, self.chunk, self.max_steps = pool_size, refresh_every, chunk, max_steps
-        self.keep, self.max_attempts, self.seed = keep, max_attempts, seed
+        self.aux, self.max_steps, self.keep = aux_classifier, max_steps, keep
         self.attack_kwargs = attack_kwargs
-        self.pool_images = self.pool_labels = None
-        self.log: list[dict] = []
-        self._latent_seed = seed * 1_000_003
 
-    def refresh(self, model: nn.Module, step: int) -> None:
-        """Fill the pool with Song examples made against the current ``model``."""
-        started = time.time()
-        kept_images, kept_labels, attacked, succeeded = [], [], 0, 0
-        while sum(len(x) for x in kept_images) < self.pool_size and attacked < self.max_attempts * self.pool_size:
-            self._latent_seed += 1
-            labels = torch.randint(self.G.num_classes, (self.chunk,),
-                                   generator=torch.Generator().manual_seed(self._latent_seed))
-            result = song_attack(self.G, model, self.aux, labels, seed=self._latent_seed, max_steps=self.max_steps,
-                                 **self.attack_kwargs)
-            attacked += len(labels)
-            succeeded += int(result.success.sum())
-            keep = result.success if self.keep == "successful" else result.valid
-            kept_images.append(result.images[keep])
-            kept_labels.append(result.labels[keep])
-        images, labels = torch.cat(kept_images)[:self.pool_size], torch.cat(kept_labels)[:self.pool_size]
-        if len(images) or self.pool_images is None:
-            self.pool_images, self.pool_labels = images, labels
-        self.log.append({"step": step, "attacked": attacked, "kept": len(images),
-                         "success_rate": succeeded / max(attacked, 1), "seconds": time.time() - started})
-
-    def __call__(self, model, images, labels, step):
-        if step % self.refresh_every == 0 or self.pool_images is None:
-            self.refresh(model, step)
-        if self.pool_images is None or len(self.pool_images) == 0:
-            return images, labels
-        pick = torch.randint(len(self.pool_images), (len(images),),
-                             generator=torch.Generator().manual_seed(self.seed * 7919 + step))
-        device = images.device
-        return (torch.cat([images, self.pool_images[pick].to(device)]),
-                torch.cat([labels, self.pool_labels[pick].to(device)]))
-
-    def seconds_generating(self) -> float:
-        return sum(entry["seconds"] for entry in self.log)
+    def make(self, model, labels, latent_seed):
+        """One chunk of Song examples against ``model``."""
+        result = song_attack(self.G, model, self.aux, labels, seed=latent_seed, max_steps=self.max_steps,
+                             **self.attack_kwargs)
+        keep = result.success if self.keep == "successful" else result.valid
+        return result.images, result.labels, keep, int(result.success.sum())
 
 
 def register_song_mode(G, aux_classifier: nn.Module, name: str = "song", **mode_kwargs) -> SongMode:
