@@ -1170,6 +1170,43 @@ def _tf_mapping_shapes(v: _TFVariables, where: str):
     return len(dense), shapes
 
 
+def _tf_mapping_weights(v: _TFVariables, n_mlp: int) -> Dict[str, Tensor]:
+    """``mapping/Dense{i}/weight`` [in, out] -> ``mapping.fcs.{i}.weight`` (transposed), and the biases."""
+    new: Dict[str, Tensor] = {}
+    for i in range(n_mlp):
+        new[f"mapping.fcs.{i}.weight"] = v(f"mapping/Dense{i}/weight").t()
+        new[f"mapping.fcs.{i}.bias"] = v(f"mapping/Dense{i}/bias")
+    return new
+
+
+def _tf_synthesis_layout(v: _TFVariables, kw: Dict[str, Any], where: str):
+    """``(resolution, const, channels)`` of a TF synthesis network: the output resolution (checked
+    against the ``resolution`` kwarg), the learned 4x4 constant and the channels per resolution."""
+    resolutions = _tf_resolutions(v.params, where)
+    resolution = resolutions[-1]
+    if int(kw.get("resolution", resolution)) != resolution:
+        raise CheckpointError(f"{where}: resolution {kw['resolution']} but synthesis layers up to {resolution}")
+    const = v("synthesis/4x4/Const/const")
+    channels = {r: int(const.shape[1]) if r == 4 else int(v.params[f"synthesis/{r}x{r}/Conv1/weight"].shape[3])
+                for r in resolutions}
+    return resolution, const, channels
+
+
+def _tf_finish(G, new: Dict[str, Tensor], v: _TFVariables, noise_count: int, use_noise: bool,
+               w_avg_samples: int, where: str, unused: str) -> None:
+    """Load the converted tensors into ``G`` (every TF variable but the ``unused`` pattern must have been
+    read), then ``dlatent_avg`` -> ``mapping.w_avg`` (estimated from ``w_avg_samples`` draws when the
+    pickle has none) and ``synthesis/noise{k}`` -> ``G.const_noise()``."""
+    noises = [v.get(f"synthesis/noise{k}") for k in range(noise_count)]
+    w_avg = v.get("dlatent_avg")
+    v.check_all_used(unused)
+    _load_converted(G, new, None if w_avg is None else w_avg.reshape(-1), Path(where))
+    if w_avg is None and w_avg_samples:
+        G.estimate_w_avg(n=w_avg_samples, generator=torch.Generator().manual_seed(0))
+    if use_noise and all(n is not None for n in noises):
+        G.set_const_noise(noises)
+
+
 def tf_stylegan1_generator(net: TFNetworkRecord, where: str = "Gs", w_avg_samples: int = 4096) -> GeneratorV1:
     """StyleGAN v1 (``G_style``: ``G_mapping`` + ``G_synthesis``) -> ``GeneratorV1``.
 
@@ -1198,13 +1235,7 @@ def tf_stylegan1_generator(net: TFNetworkRecord, where: str = "Gs", w_avg_sample
         raise CheckpointError(f"{where}: mapping input {shapes[0][0]} does not fit latent_size {z_dim} "
                               f"and label_size {num_classes}")
     w_dim, hidden = int(shapes[-1][1]), int(shapes[0][1]) if n_mlp > 1 else int(shapes[-1][1])
-    resolutions = _tf_resolutions(v.params, where)
-    resolution = resolutions[-1]
-    if int(kw.get("resolution", resolution)) != resolution:
-        raise CheckpointError(f"{where}: resolution {kw['resolution']} but synthesis layers up to {resolution}")
-    const = v("synthesis/4x4/Const/const")
-    channels = {r: int(const.shape[1]) if r == 4 else int(v.params[f"synthesis/{r}x{r}/Conv1/weight"].shape[3])
-                for r in resolutions}
+    resolution, const, channels = _tf_synthesis_layout(v, kw, where)
     rgb = v("synthesis/ToRGB_lod0/weight")
     cutoff = kw.get("truncation_cutoff", 8)
     blur = kw.get("blur_filter", [1, 2, 1]) is not None
@@ -1215,10 +1246,7 @@ def tf_stylegan1_generator(net: TFNetworkRecord, where: str = "Gs", w_avg_sample
                     w_avg_beta=0.995 if beta is None else float(beta), blur=blur,
                     fused_scale=kw.get("fused_scale", "auto"),
                     truncation_cutoff=0 if cutoff is None or cutoff <= 0 else int(cutoff))
-    new: Dict[str, Tensor] = {}
-    for i in range(n_mlp):
-        new[f"mapping.fcs.{i}.weight"] = v(f"mapping/Dense{i}/weight").t()
-        new[f"mapping.fcs.{i}.bias"] = v(f"mapping/Dense{i}/bias")
+    new = _tf_mapping_weights(v, n_mlp)
     if num_classes:
         new["mapping.label_embed"] = v("mapping/LabelConcat/weight")
     new["const"] = const[0]
@@ -1238,14 +1266,8 @@ def tf_stylegan1_generator(net: TFNetworkRecord, where: str = "Gs", w_avg_sample
         new[f"layers.{i}.affine.bias"] = bias
     new["to_rgb.weight"] = rgb.permute(3, 2, 0, 1)
     new["to_rgb.bias"] = v("synthesis/ToRGB_lod0/bias")
-    noises = [v.get(f"synthesis/noise{i}") for i in range(G.num_layers)]
-    w_avg = v.get("dlatent_avg")
-    v.check_all_used(r"lod|synthesis/lod|synthesis/ToRGB_lod[1-9]\d*/(weight|bias)")
-    _load_converted(G, new, None if w_avg is None else w_avg.reshape(-1), Path(where))
-    if w_avg is None and w_avg_samples:
-        G.estimate_w_avg(n=w_avg_samples, generator=torch.Generator().manual_seed(0))
-    if use_noise and all(n is not None for n in noises):
-        G.set_const_noise(noises)
+    _tf_finish(G, new, v, G.num_layers, use_noise, w_avg_samples, where,
+               unused=r"lod|synthesis/lod|synthesis/ToRGB_lod[1-9]\d*/(weight|bias)")
     G.checkpoint_info = {"version": "stylegan1", "build_func_name": net.build_func_name,
                          "truncation_psi": kw.get("truncation_psi", 0.7), "truncation_cutoff": cutoff}
     return G
@@ -1285,13 +1307,7 @@ def tf_stylegan2_generator(net: TFNetworkRecord, where: str = "Gs", w_avg_sample
     if shapes[0][0] != z_dim + (w_dim if num_classes else 0) or any(s[1] != w_dim for s in shapes) \
             or (embed is not None and embed.shape[1] != w_dim):
         raise CheckpointError(f"{where}: mapping with layer or embedding widths != dlatent_size is not supported")
-    resolutions = _tf_resolutions(v.params, where)
-    resolution = resolutions[-1]
-    if int(kw.get("resolution", resolution)) != resolution:
-        raise CheckpointError(f"{where}: resolution {kw['resolution']} but synthesis layers up to {resolution}")
-    const = v("synthesis/4x4/Const/const")
-    channels = {r: int(const.shape[1]) if r == 4 else int(v.params[f"synthesis/{r}x{r}/Conv1/weight"].shape[3])
-                for r in resolutions}
+    resolution, const, channels = _tf_synthesis_layout(v, kw, where)
     image_channels = int(v.params["synthesis/4x4/ToRGB/weight"].shape[3]) \
         if "synthesis/4x4/ToRGB/weight" in v else int(kw.get("num_channels", 3))
     beta = kw.get("w_avg_beta", kw.get("dlatent_avg_beta", 0.995))
@@ -1301,10 +1317,7 @@ def tf_stylegan2_generator(net: TFNetworkRecord, where: str = "Gs", w_avg_sample
                   mapping_lr_mul=float(kw.get("mapping_lrmul", 0.01)),
                   w_avg_beta=0.995 if beta is None else float(beta), layout="stylegan2",
                   conv_clamp=None if clamp is None else float(clamp))
-    new: Dict[str, Tensor] = {}
-    for i in range(n_mlp):
-        new[f"mapping.fcs.{i}.weight"] = v(f"mapping/Dense{i}/weight").t()
-        new[f"mapping.fcs.{i}.bias"] = v(f"mapping/Dense{i}/bias")
+    new = _tf_mapping_weights(v, n_mlp)
     if num_classes:
         new["mapping.embed.weight"] = v("mapping/LabelEmbed/weight").t()
         new["mapping.embed.bias"] = v("mapping/LabelEmbed/bias")
@@ -1325,14 +1338,7 @@ def tf_stylegan2_generator(net: TFNetworkRecord, where: str = "Gs", w_avg_sample
         new[f"torgbs.{j}.bias"] = v(f"{scope}/bias")
         new[f"torgbs.{j}.affine.weight"] = v(f"{scope}/mod_weight").t()
         new[f"torgbs.{j}.affine.bias"] = v(f"{scope}/mod_bias") + 1.0
-    noises = [v.get(f"synthesis/noise{k}") for k in range(G.num_convs)]
-    w_avg = v.get("dlatent_avg")
-    v.check_all_used(r"lod|synthesis/lod")
-    _load_converted(G, new, None if w_avg is None else w_avg.reshape(-1), Path(where))
-    if w_avg is None and w_avg_samples:
-        G.estimate_w_avg(n=w_avg_samples, generator=torch.Generator().manual_seed(0))
-    if use_noise and all(n is not None for n in noises):
-        G.set_const_noise(noises)
+    _tf_finish(G, new, v, G.num_convs, use_noise, w_avg_samples, where, unused=r"lod|synthesis/lod")
     G.checkpoint_info = {"version": "stylegan2", "build_func_name": net.build_func_name,
                          "truncation_psi": kw.get("truncation_psi", 0.5),
                          "truncation_cutoff": kw.get("truncation_cutoff")}
