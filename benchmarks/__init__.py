@@ -46,18 +46,24 @@ def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> floa
     return statistics.median(times)
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
+def interleaved(fns: dict[str, Callable[..., object]], repeats: int, warmup: int = 1,
+                setup: Callable[[], object] | None = None) -> dict[str, float]:
     """Median wall time of each function, timed in turns (a, b, a, b, ...) after ``warmup`` untimed
-    calls of each, so that a change of load on a shared machine hits every contender alike."""
+    calls of each, so that a change of load on a shared machine hits every contender alike. With
+    ``setup``, every call gets ``fn(setup())`` and only ``fn`` is timed (e.g. a fresh model copy)."""
+    def call(fn):
+        argument = () if setup is None else (setup(),)
+        start = time.perf_counter()
+        fn(*argument)
+        return time.perf_counter() - start
+
     for fn in fns.values():
         for _ in range(warmup):
-            fn()
+            call(fn)
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(call(fn))
     return {name: statistics.median(t) for name, t in times.items()}
 
 

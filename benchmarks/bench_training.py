@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import sys
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):   # run as a script: make the `benchmarks` package importable
@@ -68,20 +66,15 @@ def run(quick: bool = False, batch: int | None = None, repeats: int | None = Non
                        group_size=recipe["group_size"], moves=tuple(recipe["moves"]), seed=0)
 
     modes = {"standard": lambda: "standard", "at_pgd": lambda: defenses.at_pgd(), "gat": gat_mode}
-    seconds = {}
-
     def trainer(name):
-        def train():
-            model = copy.deepcopy(original)
-            started = time.perf_counter()
+        def train(model):
             train_classifier(model, train_set, epochs=1, batch_size=batch, lr=recipe["lr"], mode=modes[name](),
                              max_steps=steps[name], progress=False)
-            seconds.setdefault(name, []).append(time.perf_counter() - started)
         return train
 
-    interleaved({name: trainer(name) for name in modes}, repeats, warmup=1)
-    # the loop's own time (not the model copy); the first call of each mode was the warm-up
-    timings = {name: statistics.median(seconds[name][1:]) for name in modes}
+    # the loop's own time: the fresh copy of Original for every call is set up untimed
+    timings = interleaved({name: trainer(name) for name in modes}, repeats, warmup=1,
+                          setup=lambda: copy.deepcopy(original))
     rate = {name: batch * steps[name] / timings[name] for name in modes}    # clean images per second
     rows = [
         row("training_gat_over_standard", f"GAT (G: {generator_name}) ÷ standard training, images/s",

@@ -58,3 +58,19 @@ def test_targets_are_checked():
     assert check(0.9, "≤ 1.00") is True and check(1.1, "≤ 1.00") is False
     assert check(2.0, "≥ 1.5") is True and check(0.5, "< 1.00") is True
     assert check(0.5, None) is None and check(None, "≤ 1") is None and check(0.3, "≈ 0.30 (mean)") is None
+
+
+def test_interleaved_times_only_the_function_not_its_setup():
+    import time
+
+    from benchmarks import interleaved
+
+    calls = []
+
+    def work(argument):
+        calls.append(argument)
+        time.sleep(0.01)
+
+    timings = interleaved({"a": work, "b": work}, repeats=3, warmup=1, setup=lambda: time.sleep(0.05) or "fresh")
+    assert calls == ["fresh"] * 8          # one warm-up and three timed calls of each, each with a fresh setup
+    assert all(0.009 < t < 0.04 for t in timings.values()), timings
