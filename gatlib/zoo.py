@@ -11,6 +11,7 @@ swapped file is refused with an error that names it. Later issues add generators
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -205,7 +206,7 @@ def train(name: str, progress: bool = True, max_minutes: float | None = None) ->
     ``zoo_work/`` and stops after ``max_minutes`` (returning None while unfinished): run the same
     command again to go on."""
     from . import classifiers, data
-    from .chapter import git_commit, seed_everything
+    from .chapter import seed_everything
     from .training import train_classifier
 
     zoo_entry = entry(name)
@@ -230,18 +231,10 @@ def train(name: str, progress: bool = True, max_minutes: float | None = None) ->
         "optdigits_accuracy": classifiers.accuracy(model, data.optdigits()),
         "final_train_loss": history["loss"][-1],
     }
-    CHECKPOINT_DIR.mkdir(exist_ok=True)
-    tmp = zoo_entry.path.with_name(zoo_entry.filename + ".tmp")
-    torch.save({"state_dict": model.state_dict(), "arch": zoo_entry.arch, "name": name}, tmp)
-    os.replace(tmp, zoo_entry.path)
-    manifest = read_manifest()
-    manifest[name] = {"sha256": sha256_of(zoo_entry.path), "bytes": zoo_entry.path.stat().st_size,
-                      "arch": zoo_entry.arch, "seed": zoo_entry.seed, "recipe": recipe, "metrics": metrics,
-                      "train_seconds": round(time.time() - started, 1), "git_commit": git_commit(),
-                      "torch": torch.__version__, "command": zoo_entry.command}
-    _write_manifest(manifest)
+    recorded = _record(zoo_entry, {"state_dict": model.state_dict(), "arch": zoo_entry.arch, "name": name},
+                       metrics, time.time() - started, recipe)
     (WORK_DIR / f"{name}.state.pt").unlink(missing_ok=True)
-    return manifest[name]
+    return recorded
 
 
 def _record(zoo_entry: ZooEntry, payload: dict, metrics: dict, train_seconds: float, recipe: dict) -> dict:
@@ -252,14 +245,29 @@ def _record(zoo_entry: ZooEntry, payload: dict, metrics: dict, train_seconds: fl
     tmp = zoo_entry.path.with_name(zoo_entry.filename + ".tmp")
     torch.save(payload, tmp)
     os.replace(tmp, zoo_entry.path)
-    manifest = read_manifest()
-    manifest[zoo_entry.name] = {"sha256": sha256_of(zoo_entry.path), "bytes": zoo_entry.path.stat().st_size,
-                                "arch": zoo_entry.arch, "seed": zoo_entry.seed, "recipe": recipe,
-                                "metrics": metrics, "train_seconds": round(train_seconds, 1),
-                                "git_commit": git_commit(), "torch": torch.__version__,
-                                "command": zoo_entry.command}
-    _write_manifest(manifest)
+    with _manifest_lock():   # two trainings may finish together: neither entry may be lost
+        manifest = read_manifest()
+        manifest[zoo_entry.name] = {"sha256": sha256_of(zoo_entry.path), "bytes": zoo_entry.path.stat().st_size,
+                                    "arch": zoo_entry.arch, "seed": zoo_entry.seed, "recipe": recipe,
+                                    "metrics": metrics, "train_seconds": round(train_seconds, 1),
+                                    "git_commit": git_commit(), "torch": torch.__version__,
+                                    "command": zoo_entry.command}
+        _write_manifest(manifest)
     return manifest[zoo_entry.name]
+
+
+@contextlib.contextmanager
+def _manifest_lock():
+    """An exclusive lock (``flock``) around a read-modify-write of the manifest."""
+    import fcntl
+
+    lock = MANIFEST.with_name(MANIFEST.name + ".lock")
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _train_generator(zoo_entry: ZooEntry, progress: bool, max_minutes: float | None) -> dict | None:

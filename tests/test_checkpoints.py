@@ -1082,3 +1082,33 @@ def test_safe_unpickler_hardening(tmp_path):
     path.write_bytes(pickle.dumps(np.array([object()], dtype=object)))
     with pytest.raises(UnsafeCheckpointError):
         read_nvlabs_pkl(path)
+
+
+def _record_many(directory: str, names: list) -> None:
+    """In a child process: record ``names`` in the zoo manifest of ``directory``."""
+    from pathlib import Path
+
+    from gatlib import zoo
+
+    zoo.CHECKPOINT_DIR = Path(directory)
+    zoo.MANIFEST = zoo.CHECKPOINT_DIR / "manifest.json"
+    for name in names:
+        entry = zoo.ZooEntry(name, "test", "classifier", "mlp", 0, "a test entry")
+        zoo._record(entry, {"state_dict": {}, "name": name}, {"value": 1.0}, 0.1, {"recipe": name})
+
+
+def test_zoo_trainings_that_finish_together_keep_every_manifest_entry(tmp_path):
+    import json
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_record_many, args=(str(tmp_path), [f"w{w}-{i}" for i in range(8)]))
+               for w in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+        assert worker.exitcode == 0
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert sorted(manifest) == sorted(f"w{w}-{i}" for w in range(3) for i in range(8))
+    assert all((tmp_path / f"{name}.pt").is_file() for name in manifest)
