@@ -51,6 +51,18 @@ PAPER_TO_OURS: dict[str, tuple[str, str]] = {
     "table1.adv_trained.classification_lsun.adversarial": ("04_adversarial_training", "table1.gat.adversarial"),
     "table3.adv_trained.lsun": ("06_out_of_domain", "table3.gat.in_domain"),
     "table3.adv_trained.imagenet": ("06_out_of_domain", "table3.gat.out_of_domain"),
+    # chapter 02: the step sizes chosen for our generator, its median iterations-to-fool (both, all
+    # layers), and label preservation by the oracles' majority — the machine analogue of the paper's
+    # first user-study experiment (human raters)
+    "step_sizes.non_targeted.lsun.eps_style": ("02_latent_attacks", "step_sizes.eps"),
+    "step_sizes.non_targeted.lsun.delta_noise": ("02_latent_attacks", "step_sizes.delta"),
+    "step_sizes.typical_iterations_to_fool": ("02_latent_attacks", "attack.both.median_iterations"),
+    "user_study.label_experiment.majority_matches_ground_truth.overall": ("02_latent_attacks",
+                                                                          "preservation.both.majority"),
+    "user_study.label_experiment.majority_matches_ground_truth.style_based": ("02_latent_attacks",
+                                                                              "attack.style.preservation"),
+    "user_study.label_experiment.majority_matches_ground_truth.noise_based": ("02_latent_attacks",
+                                                                              "attack.noise.preservation"),
 }
 # Table 2 (chapter 05): the paper's row names -> ours; the printed and the recomputed means both sit
 # beside our mean over unseen attacks (one rule, gatlib.unforeseen.mean_unseen)
@@ -199,14 +211,20 @@ def latest_runs(runs_dir, profile: str = "default") -> dict[str, dict]:
 
 def _lookup(numbers: dict, key: str):
     """A recorded number by flat key, or by a dotted path into nested dicts."""
-    if key in numbers:
-        return numbers[key]
-    node = numbers
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
+    parts = key.split(".")
+    for cut in range(len(parts), 0, -1):     # the longest recorded flat key first ("a.b" then "a")
+        head = ".".join(parts[:cut])
+        if head not in numbers:
+            continue
+        node = numbers[head]
+        for part in parts[cut:]:
+            if not isinstance(node, dict) or part not in node:
+                node = None
+                break
+            node = node[part]
+        if node is not None:
+            return node
+    return None
 
 
 def _is_number(value) -> bool:

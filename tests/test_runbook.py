@@ -301,3 +301,14 @@ def test_tiny_book_builds(tmp_path):
     assert "not yet" in (build / "html" / "book" / "reproduction.html").read_text()
     assert "scoreboard:start -->\n<!--" in (root / "book" / "reproduction.md").read_text()  # source untouched
     assert os.path.isdir(root / "runs" / "record")
+
+
+def test_scoreboard_finds_numbers_under_flat_dotted_keys_and_nested_dicts():
+    numbers = {"preservation.both": {"majority": 0.53, "oracle-mlp": 0.5}, "attack": {"both": {"success": 0.9}},
+               "step_sizes.eps": 0.04, "a.b": {"c": 1.0}, "a": {"b": {"d": 2.0}}}
+    assert scoreboard._lookup(numbers, "preservation.both.majority") == 0.53
+    assert scoreboard._lookup(numbers, "attack.both.success") == 0.9
+    assert scoreboard._lookup(numbers, "step_sizes.eps") == 0.04
+    assert scoreboard._lookup(numbers, "a.b.c") == 1.0 and scoreboard._lookup(numbers, "a.b.d") == 2.0
+    assert scoreboard._lookup(numbers, "preservation.both.missing") is None
+    assert scoreboard._lookup(numbers, "nothing") is None
