@@ -122,3 +122,15 @@ def test_chapters_attack_with_the_step_sizes_the_zoo_models_were_trained_with(pa
     for name in ("eps", "delta"):
         if name in defaults:
             assert defaults[name] == finetune.DEFAULTS[name], f"{path.name}: {name} = {defaults[name]}"
+
+
+@pytest.mark.notebooks
+def test_the_attack_explorer_is_a_static_figure_in_batch_runs(smoke_runs):
+    runs_dir, results = smoke_runs
+    executed = runs_dir / "02_latent_attacks" / results["02_latent_attacks"]["run_id"] / "02_latent_attacks.ipynb"
+    notebook = json.loads(executed.read_text())
+    cells = [cell for cell in notebook["cells"] if "widgets.attack_explorer(" in "".join(cell["source"])]
+    assert len(cells) == 1
+    kinds = [kind for output in cells[0]["outputs"] for kind in output.get("data", {})]
+    assert "image/png" in kinds, "the explorer's starting figure is drawn"
+    assert "application/vnd.jupyter.widget-view+json" not in kinds, "no live widget in a batch run"
