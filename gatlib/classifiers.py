@@ -150,13 +150,17 @@ def accuracy(model: nn.Module, dataset, batch_size: int = 1000, device=None) -> 
     or any map-style dataset of ``(image, label)`` pairs such as a paper-profile ImageFolder."""
     if int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    from .attacks.base import validate_inputs
+
     if hasattr(dataset, "images") and hasattr(dataset, "labels"):
+        validate_inputs(dataset.images, dataset.labels, "accuracy")
         predictions = predict(model, dataset.images, batch_size=batch_size, device=device)
         return (predictions == dataset.labels).float().mean().item()
     from torch.utils.data import DataLoader
 
     correct = total = 0
     for images, labels in DataLoader(dataset, batch_size=min(batch_size, 64), num_workers=2):
+        validate_inputs(images, labels, "accuracy")
         correct += (predict(model, images, batch_size=len(images), device=device) == labels).sum().item()
         total += len(labels)
     if total == 0:

@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .attacks.base import validate_inputs
 from .attacks.latent import _attack_mode
 
 COLUMNS = ["attack", "seed", "accuracy", "samples", "seconds"]
@@ -102,7 +103,8 @@ def evaluate(model: nn.Module, dataset, attacks: Mapping[str, object] | None = N
         correct = total = 0
         started = time.perf_counter()
         for images, labels in _batches(dataset, indices, batch_size):
-            images, labels = images.to(device), labels.long().to(device)
+            labels = validate_inputs(images, labels, "evaluate")   # the clean row too: range, shape, NaN
+            images, labels = images.to(device), labels.to(device)
             if attack is not None:
                 images = attack(model, images, labels, generator=generator)
             with _attack_mode(model), torch.no_grad():

@@ -177,6 +177,11 @@ class Attack:
             generator = torch.Generator().manual_seed(self.seed)
         images = images.detach()
         with _attack_mode(model):
+            with torch.no_grad():
+                classes = model(images[:1]).shape[1]
+            if labels.min() < 0 or labels.max() >= classes:
+                raise ValueError(f"{type(self).__name__}: labels must be class indices in [0, {classes}) for this "
+                                 f"model's {classes} outputs, got values in [{int(labels.min())}, {int(labels.max())}]")
             self._prepare(model, images)
             best = best_params = best_fooled = best_loss = None
             for _ in range(self.restarts):
