@@ -154,6 +154,13 @@ def main(argv=None) -> int:
     options = {"gan": {"compile": True}} if args.compile else {}
     command = ["python", "-m", "benchmarks", *(sys.argv[1:] if argv is None else argv)]
     results = {"machine": machine(), "quick": args.quick, "command": command, "benches": {}, "ratios": {}}
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save():   # after every benchmark: an interrupted long run keeps what it measured
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(json.dumps(results, indent=2, sort_keys=False, default=str) + "\n")
+        os.replace(tmp, out)
+
     for name in only:
         if name in skip:
             continue
@@ -163,10 +170,8 @@ def main(argv=None) -> int:
         results["ratios"].update(bench.get("ratios", {}))
         print(f"  {name}: {bench['status']} in {bench['seconds']:.0f} s" +
               (f" ({bench['error']})" if bench.get("error") else ""), file=sys.stderr, flush=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(results, indent=2, sort_keys=False, default=str) + "\n")
-    os.replace(tmp, out)
+        save()
+    save()
     print(header(results))
     print()
     print(markdown(results))
