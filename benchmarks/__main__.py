@@ -110,7 +110,7 @@ def header(results: dict) -> str:
     kind = "**quick check (tiny batches, 2 repeats): not a measurement**" if results.get("quick") else \
         "median of ≥ 5 warm repeats per timing"
     return (f"Measured {m['date']} on {m['device']} ({m['cpu_count']} CPUs, {m['threads']} torch threads), "
-            f"torch {m['torch']}; {kind}.")
+            f"torch {m['torch']}; {kind}. Benchmarks in this run: {', '.join(results['benches']) or 'none'}.")
 
 
 def write_book(results: dict, page: Path) -> None:
