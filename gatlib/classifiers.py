@@ -148,9 +148,9 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1000, devi
 def accuracy(model: nn.Module, dataset, batch_size: int = 1000, device=None) -> float:
     """Top-1 accuracy (a fraction in [0, 1]) of ``model`` on a ``DigitDataset`` (tensors in memory)
     or any map-style dataset of ``(image, label)`` pairs such as a paper-profile ImageFolder."""
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    from .attacks.base import validate_inputs
+    from .attacks.base import positive_int, validate_inputs
+
+    batch_size = positive_int(batch_size, "batch_size")
 
     if hasattr(dataset, "images") and hasattr(dataset, "labels"):
         validate_inputs(dataset.images, dataset.labels, "accuracy")

@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .attacks.base import validate_inputs
+from .attacks.base import positive_int, validate_inputs
 from .attacks.latent import _attack_mode
 
 COLUMNS = ["attack", "seed", "accuracy", "samples", "seconds"]
@@ -79,10 +79,7 @@ def evaluate(model: nn.Module, dataset, attacks: Mapping[str, object] | None = N
         attacks = {"clean": None, **attacks}
     if not attacks:
         raise ValueError("evaluate: nothing to evaluate (no attacks and include_clean=False)")
-    if not (isinstance(batch_size, int) or (isinstance(batch_size, float) and batch_size.is_integer())) \
-            or batch_size < 1:
-        raise ValueError(f"evaluate: batch_size must be a positive integer, got {batch_size!r}")
-    batch_size = int(batch_size)
+    batch_size = positive_int(batch_size, "batch_size", "evaluate")
     if count is not None and count < 0:
         raise ValueError(f"evaluate: count must be None (all samples) or ≥ 0, got {count}")
     seeds = list(seeds)

@@ -61,6 +61,15 @@ def cross_entropy_loss(logits: Tensor, labels: Tensor) -> Tensor:
 LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"ce": cross_entropy_loss, "margin": margin_loss}
 
 
+def positive_int(value, name: str, where: str = "") -> int:
+    """``value`` as an int when it is a whole number ≥ 1 (``4`` or ``4.0``), else one ``ValueError``
+    naming ``name`` (prefixed with ``where``: the entry point)."""
+    whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if not whole or value < 1:
+        raise ValueError(f"{where + ': ' if where else ''}{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
 def validate_inputs(images, labels, name: str = "attack") -> Tensor:
     """Check ``images`` (float (B, C, H, W), finite, in [0, 1]) and ``labels`` ((B,) integers);
     returns the labels as a long tensor on the images' device."""

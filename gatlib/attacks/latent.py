@@ -291,8 +291,9 @@ def attack_batches(G, classifier, labels: Tensor, seed: int, batch_size: int = 2
     """``latent_attack`` over many samples in batches (seed + batch index per batch), results joined."""
     from tqdm.auto import tqdm
 
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    from .base import positive_int   # base imports this module
+
+    batch_size = positive_int(batch_size, "batch_size")
     parts = []
     starts = range(0, len(labels), batch_size)
     for number, begin in enumerate(tqdm(starts, desc="latent attack", disable=not progress, leave=False)):
