@@ -141,6 +141,13 @@ def zoo_recipe(row: str, seed: int, **overrides) -> dict:
     return json.loads(json.dumps(recipe))   # exactly what the manifest will hold
 
 
+def recipe_settings(parameters: dict) -> dict:
+    """The recipe settings among a chapter's parameters (a notebook passes ``globals()``): every key
+    of ``DEFAULTS`` the chapter defines, so its ``row_models(..., **recipe_settings(globals()))`` is
+    checked against the zoo's recipes without each chapter listing the keys again."""
+    return {key: parameters[key] for key in DEFAULTS if key in parameters}
+
+
 def make_mode(row: str, G, *, eps: float = 0.0, delta: float = 0.0, seed: int = 0, pool_size: int = 1024, refresh_every: int = 50,
               moves=("style", "noise", "both"), keep_only_fooled: bool = True, group_size: int = 2,
               max_iters: int = 10, chunk: int = 128, mode: str | None = None, oracle_filter=()):

@@ -149,6 +149,12 @@ def test_fine_tune_runs_exactly_steps_and_leaves_the_original(G):
     assert finetune.step_schedule(50_000, 128, 1000) == (4, 250)
 
 
+def test_recipe_settings_picks_only_the_recipe_keys_a_chapter_defines():
+    chapter_globals = {"eps": 0.05, "steps": 7, "seed": 3, "profile": "smoke", "test_images": 100, "In": []}
+    assert finetune.recipe_settings(chapter_globals) == {"eps": 0.05, "steps": 7}
+    assert finetune.zoo_recipe("gat", 0, **finetune.recipe_settings(chapter_globals))["eps"] == 0.05
+
+
 def test_gat_mode_fine_tune_and_recipes(G):
     digits = DigitDataset(torch.rand(48, 1, 32, 32), torch.arange(48) % 10)
     recipe = finetune.zoo_recipe("gat", 1, generator="random-tiny", steps=3, pool_size=8, refresh_every=2)
