@@ -12,6 +12,7 @@ printed means do not all follow one rule; ``paper_table`` shows them beside the 
 * :func:`evaluate_rows` — the tidy per-seed table (``gatlib.evaluate`` for the image attacks,
   ``robustness.white_box_accuracy`` for the GAT column);
 * :func:`table2` / :func:`mean_unseen` — the wide table of means with the unseen mean;
+  :func:`table2_ci` — the same as mean ± 95 % CI over the evaluation seeds;
 * :func:`strength_checks`, :func:`transfer_check`, :func:`bound_curve` — is the evaluation strong?
   (5× the iterations, 5 random restarts, transfer from Original vs white-box, accuracy vs bound).
 """
@@ -112,6 +113,25 @@ def table2(per_seed: pd.DataFrame, trained_against: Mapping[str, str | None] = T
     wide = wide.reindex([r for r in per_seed.row.unique()])
     wide["mean_unseen"] = mean_unseen(wide, trained_against)
     return wide
+
+
+def table2_ci(per_seed: pd.DataFrame, trained_against: Mapping[str, str | None] = TRAINED_AGAINST,
+              confidence: float = 0.95) -> pd.DataFrame:
+    """Table 2 as ``"mean ± CI"`` strings (percent) over the evaluation seeds, the unseen mean
+    computed per seed first (so its interval is the spread of that mean), plus the raw
+    ``<column>_mean`` / ``<column>_ci`` fractions and ``seeds`` (``robustness.summarize``)."""
+    from .robustness import summarize
+
+    wide = per_seed.pivot_table(index=["row", "seed"], columns="column", values="accuracy", sort=False)
+    columns = [c for c in COLUMNS if c in wide.columns]
+    per_row_seed = wide[columns].copy()
+    per_row_seed["mean_unseen"] = [
+        line[[c for c in ATTACK_COLUMNS if c in columns and c != trained_against.get(row)]].astype(float).mean()
+        for (row, _), line in per_row_seed.iterrows()]
+    long = per_row_seed.reset_index()
+    order = list(per_seed.row.unique())
+    summary = summarize(long, columns + ["mean_unseen"])
+    return summary.reindex(order)
 
 
 def own_attack_winners(wide: pd.DataFrame, trained_against: Mapping[str, str | None] = TRAINED_AGAINST) -> dict:

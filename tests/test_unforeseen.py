@@ -49,6 +49,21 @@ def test_table2_and_own_attack_winners():
     assert "original" not in winners and "at-spatial" not in winners          # no spatial column here
 
 
+def test_table2_ci_takes_the_unseen_mean_per_seed():
+    per_seed = pd.DataFrame([{"row": row, "seed": seed, "column": column, "accuracy": value}
+                             for row, seed, column, value in [
+                                 ("original", 0, "clean", 0.99), ("original", 0, "pgd", 0.0), ("original", 0, "gat", 0.2),
+                                 ("original", 1, "clean", 0.97), ("original", 1, "pgd", 0.1), ("original", 1, "gat", 0.4),
+                                 ("at-pgd", 0, "clean", 0.98), ("at-pgd", 0, "pgd", 0.8), ("at-pgd", 0, "gat", 0.3),
+                                 ("at-pgd", 1, "clean", 0.96), ("at-pgd", 1, "pgd", 0.9), ("at-pgd", 1, "gat", 0.5)]])
+    table = unforeseen.table2_ci(per_seed)
+    assert list(table.index) == ["original", "at-pgd"] and (table.seeds == 2).all()
+    assert table.loc["original", "mean_unseen_mean"] == pytest.approx((0.1 + 0.25) / 2)   # both attacks
+    assert table.loc["at-pgd", "mean_unseen_mean"] == pytest.approx(0.4)                  # PGD left out
+    assert table.loc["at-pgd", "pgd_ci"] > 0 and "±" in table.loc["at-pgd", "pgd"]
+    assert table.loc["at-pgd", "mean_unseen_mean"] == pytest.approx(unforeseen.table2(per_seed).loc["at-pgd", "mean_unseen"])
+
+
 def test_stronger_copies_budget_without_touching_the_original():
     attack = pgd.mnist(random_start=False)
     strong = unforeseen.stronger(attack, steps_factor=5, restarts=3)
