@@ -13,6 +13,17 @@ import torch
 from . import classifiers
 
 
+def majority_agrees(oracles: dict, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per image (a bool tensor): more than half of the oracles classify it as its label c."""
+    if not oracles:
+        raise ValueError("label preservation needs at least one oracle")
+    labels = labels.cpu()
+    if len(images) == 0:
+        return torch.zeros(0, dtype=torch.bool)
+    agrees = torch.stack([classifiers.predict(model, images) == labels for model in oracles.values()])
+    return agrees.sum(0) * 2 > len(oracles)
+
+
 def label_preservation(oracles: dict, images: torch.Tensor, labels: torch.Tensor) -> dict:
     """``{"oracle name": fraction classified as c, ..., "majority": fraction}`` over ``images``."""
     if not oracles:

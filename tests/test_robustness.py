@@ -83,6 +83,28 @@ def test_white_box_is_one_minus_success_when_all_valid(G):
     assert robust["accuracy"] == 1.0 and robust["success_rate"] == 0.0
 
 
+def test_white_box_with_oracles_counts_only_label_preserving_successes(G):
+    model = classifier()
+    labels = torch.arange(60) % 10
+    # one oracle that always answers 3: it "still sees c" exactly on the successes of class 3
+    out = robustness.white_box_accuracy(G, model, labels, seed=5, eps=EPS, delta=DELTA, max_iters=3,
+                                        oracles={"threes": Constant(3)})
+    result = attack_batches(G, model, labels, seed=5, progress=False, eps=EPS, delta=DELTA, moves="both",
+                            max_iters=3)
+    fooled = result.success & result.valid
+    assert fooled.sum() > 0 and (fooled & (labels != 3)).any(), "the test needs successes off class 3"
+    correct = result.predictions == labels
+    expected = (correct | (fooled & (labels != 3))).float().mean().item()
+    assert out["accuracy_preserved"] == pytest.approx(expected)
+    assert out["accuracy_preserved"] >= out["accuracy"]
+    assert out["preservation"] == pytest.approx((fooled & (labels == 3)).sum().item() / fooled.sum().item())
+    assert out["preserved_success_rate"] == pytest.approx((fooled & (labels == 3)).sum().item() / result.valid.sum().item())
+    # an oracle panel that agrees with every label: every success counts, as without oracles
+    agree = robustness.white_box_accuracy(G, model, torch.full((20,), 5), seed=5, eps=EPS, delta=DELTA,
+                                          max_iters=3, oracles={"fives": Constant(5), "also": Constant(5)})
+    assert agree["accuracy_preserved"] == pytest.approx(agree["accuracy"])
+
+
 def test_fixed_set_keeps_every_sample_and_transfers(G):
     original = classifier(1)
     fixed = robustness.craft_fixed_set(G, original, 30, seed=7, eps=EPS, delta=DELTA, max_iters=4)
