@@ -203,16 +203,17 @@ def load_state_dict_file(path: str | Path) -> dict:
 
 
 def paper_classifier(arch: str, num_classes: int, state_dict_path: str | Path | None = None) -> nn.Module:
-    """torchvision ``inception_v3`` or ``resnet50`` (``weights=None``) for the ``paper`` profile, with
+    """torchvision ``inception_v3``, ``resnet50`` or ``resnet18`` (``weights=None``; ResNet-18 for the
+    Colab CIFAR-10 run) for the ``paper`` profile, with
     ImageNet normalisation inside; filled from ``state_dict_path`` when given (strict loading)."""
     import torchvision.models as models
 
     if arch == "inception_v3":
         net = models.inception_v3(weights=None, num_classes=num_classes, aux_logits=False, init_weights=False)
-    elif arch == "resnet50":
-        net = models.resnet50(weights=None, num_classes=num_classes)
+    elif arch in ("resnet50", "resnet18"):
+        net = getattr(models, arch)(weights=None, num_classes=num_classes)
     else:
-        raise ValueError(f"paper classifier must be 'inception_v3' or 'resnet50', got {arch!r}")
+        raise ValueError(f"paper classifier must be 'inception_v3', 'resnet50' or 'resnet18', got {arch!r}")
     if state_dict_path is not None:
         state = load_state_dict_file(state_dict_path)
         state = {k: v for k, v in state.items() if not k.startswith("AuxLogits.")}  # we build without the aux head
@@ -221,3 +222,17 @@ def paper_classifier(arch: str, num_classes: int, state_dict_path: str | Path | 
         except RuntimeError as err:
             raise ValueError(f"{state_dict_path} does not fit torchvision {arch} with {num_classes} classes: {err}") from err
     return nn.Sequential(Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]), net)
+
+
+def chapter_classifier(name: str, arch: str, num_classes: int, path: str | Path = "", device="cpu") -> nn.Module:
+    """A chapter's attacked classifier F, in eval mode: the user's state dict at ``path`` in torchvision
+    ``arch`` with ``num_classes`` outputs (the ``paper`` profile) when a path is given, else the zoo
+    model ``name`` (its bytes checked against the manifest)."""
+    from . import zoo
+
+    if path:
+        return paper_classifier(arch, int(num_classes), path).to(device).eval()
+    if not name:
+        raise ValueError("no classifier: give classifier_path (a state dict, with classifier_arch and num_classes) "
+                         "or classifier_name (a zoo model)")
+    return zoo.load(name, device=device)

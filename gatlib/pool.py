@@ -15,6 +15,8 @@ import time
 
 import torch
 
+from .attacks.latent import class_labels
+
 
 class PoolMode:
     """Base of a training mode ``mode(model, images, labels, step)`` for ``train_classifier``.
@@ -45,8 +47,7 @@ class PoolMode:
         kept_images, kept_labels, attacked, succeeded = [], [], 0, 0
         while sum(len(x) for x in kept_images) < self.pool_size and attacked < self.max_attempts * self.pool_size:
             self._latent_seed += 1
-            labels = torch.randint(max(self.G.num_classes, 1), (self.chunk,),
-                                   generator=torch.Generator().manual_seed(self._latent_seed))
+            labels = class_labels(self.G, self.chunk, generator=torch.Generator().manual_seed(self._latent_seed))
             images, labels, keep, chunk_succeeded = self.make(model, labels, self._latent_seed)
             attacked += len(labels)
             succeeded = None if chunk_succeeded is None else succeeded + chunk_succeeded

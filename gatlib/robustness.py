@@ -84,7 +84,9 @@ def _labels(G, samples) -> torch.Tensor:
         return samples.long().cpu()
     if int(samples) < 1:
         raise ValueError(f"samples must be a positive number of latents, got {samples}")
-    return torch.arange(int(samples)) % max(G.num_classes, 1)
+    from .attacks.latent import class_labels
+
+    return class_labels(G, int(samples))
 
 
 def _attack(G, model, samples, seed, eps, delta, max_iters, batch_size, progress):

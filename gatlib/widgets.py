@@ -12,7 +12,7 @@ import torch
 from . import plots
 from .runbook import BATCH_ENV
 from .attacks.evaluation import layer_groups_with_all
-from .attacks.latent import MOVES, latent_attack, sample_latents
+from .attacks.latent import MOVES, class_labels, latent_attack, sample_latents
 
 
 def show_attack(G, classifier, labels: torch.Tensor, seed: int, layers: str, moves: str, eps: float, delta: float,
@@ -45,7 +45,7 @@ def attack_explorer(G, classifier, count: int = 8, seed: int = 0, eps: float = 0
 
     ``live=None`` builds the controls unless this is a batch run; there (and with ``live=False``) it
     shows the figure of the starting values and returns ``None``. Returns the controls otherwise."""
-    labels = torch.arange(count) % max(G.num_classes, 1)
+    labels = class_labels(G, count)
     if live is None:
         live = not batch_run()
     if not live:

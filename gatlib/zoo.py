@@ -170,11 +170,26 @@ def load(name: str, device: str | torch.device = "cpu", path: Path | None = None
     return model.to(device).eval()
 
 
-def generator(source: str, device: str | torch.device = "cpu", seed: int = 0):
+def generator(source: str, device: str | torch.device = "cpu", seed: int = 0, category: int | None = None):
     """The generator a chapter asks for: a zoo name (``mnist-stylegan2``), a checkpoint file
     (rosinality ``.pt``, NVlabs ``.pkl``, or ours; read by ``gatlib.generators.checkpoints``), or
     ``random-tiny`` — a small randomly initialised StyleGAN2 for the ``smoke`` profile (its noise
-    strengths are set non-zero so that noise moves the image, as in a trained generator)."""
+    strengths are set non-zero so that noise moves the image, as in a trained generator).
+
+    ``category``: for an *unconditional* generator (one category, like the paper's LSUN models),
+    the attacked classifier's class index of that category — the label of every image it makes
+    (``attacks.latent.class_labels``). ``None`` or a negative value: not given. A conditional
+    generator's labels are its classes, so a category there is an error."""
+    G = _generator(source, device, seed)
+    if category is not None and int(category) >= 0:
+        if G.num_classes:
+            raise ValueError(f"generator {source!r} is class-conditional ({G.num_classes} classes): its labels are its "
+                             f"classes, so generator_class / category must stay unset (got {category})")
+        G.category = int(category)
+    return G
+
+
+def _generator(source: str, device, seed: int):
     from .generators.stylegan2 import Generator
 
     if source == "random-tiny":

@@ -6,7 +6,7 @@ import pandas as pd
 import torch
 
 from ..oracles import preservation_of_attack
-from .latent import MOVES, attack_batches
+from .latent import MOVES, attack_batches, class_labels
 
 
 def layer_groups_with_all(G) -> dict:
@@ -21,7 +21,7 @@ def moves_by_layers(G, classifier, oracles: dict, eps: float, delta: float, samp
     balanced over classes; seeds are the latents' seeds (keep them disjoint from training)."""
     from tqdm.auto import tqdm
 
-    labels = torch.arange(samples) % max(G.num_classes, 1)
+    labels = class_labels(G, samples)
     if target is not None:
         labels = labels[labels != target]
     combos = [(moves, group, layers, seed) for moves in MOVES for group, layers in layer_groups_with_all(G).items()

@@ -274,6 +274,26 @@ def latent_attack(G, classifier: nn.Module, styles, noises: list, labels: Tensor
 
 
 @torch.no_grad()
+def class_labels(G, count: int, generator: torch.Generator | None = None) -> Tensor:
+    """The classes c of ``count`` generated samples (the labels every attack scores against).
+
+    A class-conditional generator: balanced over its classes (``k % num_classes``), or drawn
+    uniformly with ``generator``. An unconditional generator makes one category — the paper's
+    per-category LSUN models — so every sample is of ``G.category``, the *classifier's* index of
+    that category (``zoo.generator(path, category=k)``); without it there is no correct label."""
+    count = int(count)
+    if G.num_classes:
+        if generator is not None:
+            return torch.randint(G.num_classes, (count,), generator=generator)
+        return torch.arange(count) % G.num_classes
+    category = getattr(G, "category", None)
+    if category is None:
+        raise ValueError("this generator is unconditional (one category, like the paper's LSUN models): give the "
+                         "classifier's class index of its category (the chapter parameter generator_class, or "
+                         "zoo.generator(path, category=k)) so that its images have a label")
+    return torch.full((count,), int(category), dtype=torch.long)
+
+
 def sample_latents(G, labels: Tensor, seed: int, truncation_psi: float = 1.0):
     """Starting points of an attack: seeded z → w → styles y, and seeded noises η, for classes
     ``labels`` (seeds disjoint from training keep evaluation fresh)."""

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from ..oracles import preservation_of_attack
-from .latent import attack_batches
+from .latent import attack_batches, class_labels
 
 MEDIAN_RANGE = (2.0, 10.0)
 MIN_PRESERVATION = 0.9
@@ -35,7 +35,7 @@ def score_step_sizes(G, classifier, oracles: dict, candidates: list[tuple[float,
     """One row per candidate (ε, δ): success rate, iterations, image change, label preservation."""
     from tqdm.auto import tqdm
 
-    labels = torch.arange(samples) % max(G.num_classes, 1)
+    labels = class_labels(G, samples)
     rows = []
     for eps, delta in tqdm(candidates, desc=f"step sizes ({moves})", disable=not progress):
         result = attack_batches(G, classifier, labels, seed=seed, batch_size=batch_size, progress=False,
