@@ -51,7 +51,7 @@ def test_paper_classifier_errors_name_the_file(tmp_path):
     torch.save({"fc.weight": torch.zeros(5, 2048), "fc.bias": torch.zeros(5)}, tmp_path / "wrong.pth")
     with pytest.raises(ValueError, match="does not fit torchvision resnet50"):
         classifiers.paper_classifier("resnet50", 3, tmp_path / "wrong.pth")
-    with pytest.raises(ValueError, match="inception_v3' or 'resnet50'"):
+    with pytest.raises(ValueError, match="'inception_v3', 'resnet50' or 'resnet18'"):
         classifiers.paper_classifier("vgg16", 3)
 
 

@@ -55,6 +55,18 @@ def test_the_rule_prefers_success_within_the_bars():
         step_sizes.choose(table[table.eps >= 0.08])
 
 
+def test_without_oracles_the_rule_keeps_the_median_range_and_says_preservation_is_unchecked():
+    table = pd.DataFrame([
+        {"eps": 0.01, "delta": 0.0, "success_rate": 0.70, "median_iterations": 6, "preservation": float("nan")},
+        {"eps": 0.02, "delta": 0.0, "success_rate": 0.95, "median_iterations": 3, "preservation": float("nan")},
+        {"eps": 0.08, "delta": 0.0, "success_rate": 1.00, "median_iterations": 1, "preservation": float("nan")},
+    ])
+    chosen = step_sizes.choose(table)
+    assert chosen.eps == 0.02 and chosen.meets_preservation is None
+    with pytest.raises(ValueError, match="widen the grid"):
+        step_sizes.choose(table, strict=True)
+
+
 def test_geometric_grid():
     assert step_sizes.geometric_grid(0.01, 1.0, 3) == [0.01, 0.1, 1.0]
     assert step_sizes.geometric_grid(0.5, 2.0, 1) == [0.5]

@@ -73,3 +73,14 @@ def test_chapter_02_runs_on_the_paper_profile_with_user_files(tmp_path):
     assert any(key.startswith("headline") or "success" in key for key in numbers), sorted(numbers)[:20]
     saved = json.loads(next((tmp_path / "runs").rglob("results.json")).read_text())
     assert saved["profile"] == "paper"
+
+
+@pytest.mark.parametrize("name", ["paper-lsun-cars-cats.yaml", "colab-cifar10.yaml"])
+def test_paper_sweeps_name_only_parameters_the_chapters_have(name, tmp_path):
+    """The sweep templates under sweeps/ expand and validate (parameter names and types) before any
+    kernel starts; their paths are the user's to fill in."""
+    runs = runbook.expand_sweep(ROOT / "sweeps" / name, runs_dir=tmp_path)
+    assert runs and all(run.profile == "paper" for run in runs)
+    for run in runs:
+        if run.path.stem == "02_latent_attacks":
+            assert run.parameters["classifier_path"] and run.parameters["generator"]

@@ -13,7 +13,9 @@ that fools F mostly does so by turning the digit into another one; chapter 02), 
 back to the candidate in the median range with the most *label-preserving* successes —
 ``success_rate × preservation``, the share of all valid samples that fool F while the oracles'
 majority still sees c — and marks the choice with ``meets_preservation = False`` so that the
-chapter reports the miss. ``strict=True`` raises instead.
+chapter reports the miss. ``strict=True`` raises instead. Without oracles (no label raters, e.g.
+on the ``paper`` profile) preservation is unknown: the rule keeps the median range, takes the
+highest success rate and sets ``meets_preservation = None``.
 """
 from __future__ import annotations
 
@@ -40,9 +42,9 @@ def score_step_sizes(G, classifier, oracles: dict, candidates: list[tuple[float,
     for eps, delta in tqdm(candidates, desc=f"step sizes ({moves})", disable=not progress):
         result = attack_batches(G, classifier, labels, seed=seed, batch_size=batch_size, progress=False,
                                 eps=eps, delta=delta, moves=moves, layers=layers, max_iters=max_iters)
-        preservation = preservation_of_attack(oracles, result)
-        rows.append({"moves": moves, "eps": eps, "delta": delta, **result.summary(),
-                     "preservation": preservation["majority"]})
+        # no oracles (the paper profile without label raters): preservation is unknown, not zero
+        preservation = preservation_of_attack(oracles, result)["majority"] if oracles else float("nan")
+        rows.append({"moves": moves, "eps": eps, "delta": delta, **result.summary(), "preservation": preservation})
     return pd.DataFrame(rows)
 
 
@@ -57,6 +59,10 @@ def choose(table: pd.DataFrame, strict: bool = False) -> pd.Series:
     if not eligible.empty:
         best = eligible.sort_values(["success_rate", "eps", "delta"], ascending=[False, True, True]).iloc[0]
         return pd.concat([best, pd.Series({"meets_preservation": True})])
+    if table.preservation.isna().all() and not in_range.empty and not strict:
+        # no oracles scored any candidate: only the median range can be checked (meets_preservation None)
+        best = in_range.sort_values(["success_rate", "eps", "delta"], ascending=[False, True, True]).iloc[0]
+        return pd.concat([best, pd.Series({"meets_preservation": None})])
     if strict or in_range.empty:
         raise ValueError(f"no step size has a median iterations-to-fool in [{low:g}, {high:g}]"
                          + ("" if in_range.empty else f" with label preservation >= {MIN_PRESERVATION}")
