@@ -92,7 +92,8 @@ class SPADEResnetBlock(nn.Module):
     """NVlabs' residual block: two SPADE → LeakyReLU(0.2) → conv 3x3 units and a shortcut (a SPADE +
     1x1 conv without bias when the channel count changes)."""
 
-    def __init__(self, fin: int, fout: int, label_nc: int, param_free_norm: str = "batch", spectral: bool = True):
+    def __init__(self, fin: int, fout: int, label_nc: int, param_free_norm: str = "batch", spectral: bool = True,
+                 hidden: int = 128):
         super().__init__()
         self.learned_shortcut = fin != fout
         fmiddle = min(fin, fout)
@@ -101,10 +102,10 @@ class SPADEResnetBlock(nn.Module):
         self.conv_1 = wrap(nn.Conv2d(fmiddle, fout, 3, padding=1))
         if self.learned_shortcut:
             self.conv_s = wrap(nn.Conv2d(fin, fout, 1, bias=False))
-        self.norm_0 = SPADE(fin, label_nc, param_free_norm)
-        self.norm_1 = SPADE(fmiddle, label_nc, param_free_norm)
+        self.norm_0 = SPADE(fin, label_nc, param_free_norm, hidden)
+        self.norm_1 = SPADE(fmiddle, label_nc, param_free_norm, hidden)
         if self.learned_shortcut:
-            self.norm_s = SPADE(fin, label_nc, param_free_norm)
+            self.norm_s = SPADE(fin, label_nc, param_free_norm, hidden)
 
     def norms(self) -> list[str]:
         """This block's SPADE layers in the order ``forward`` uses them."""
@@ -127,11 +128,12 @@ class SPADEGenerator(nn.Module):
         crop_size, aspect_ratio: output size (``crop_size`` wide, ``crop_size / aspect_ratio`` high).
         z_dim: 0 = the label-map input layer (COCO model); > 0 = a Gaussian z input (``use_vae``).
         num_upsampling_layers, param_free_norm, spectral: see the module docstring.
+        hidden: channels of every SPADE's shared layer (NVlabs: 128; our embedded model: fewer).
     """
 
     def __init__(self, label_nc: int, image_nc: int = 3, ngf: int = 64, crop_size: int = 256,
                  aspect_ratio: float = 1.0, z_dim: int = 0, num_upsampling_layers: str = "normal",
-                 param_free_norm: str = "batch", spectral: bool = True):
+                 param_free_norm: str = "batch", spectral: bool = True, hidden: int = 128):
         super().__init__()
         if num_upsampling_layers not in UPSAMPLINGS:
             raise ValueError(f"num_upsampling_layers must be one of {list(UPSAMPLINGS)}, got {num_upsampling_layers!r}")
@@ -143,14 +145,14 @@ class SPADEGenerator(nn.Module):
                              f"{num_upsampling_layers!r}")
         self.config = dict(label_nc=label_nc, image_nc=image_nc, ngf=ngf, crop_size=crop_size,
                            aspect_ratio=aspect_ratio, z_dim=z_dim, num_upsampling_layers=num_upsampling_layers,
-                           param_free_norm=param_free_norm, spectral=spectral)
+                           param_free_norm=param_free_norm, spectral=spectral, hidden=hidden)
         self.label_nc, self.image_nc, self.z_dim = label_nc, image_nc, z_dim
         nf = ngf
         if z_dim:
             self.fc = nn.Linear(z_dim, 16 * nf * self.sw * self.sh)
         else:
             self.fc = nn.Conv2d(label_nc, 16 * nf, 3, padding=1)
-        block = lambda fin, fout: SPADEResnetBlock(fin, fout, label_nc, param_free_norm, spectral)  # noqa: E731
+        block = lambda fin, fout: SPADEResnetBlock(fin, fout, label_nc, param_free_norm, spectral, hidden)  # noqa: E731
         self.head_0 = block(16 * nf, 16 * nf)
         self.G_middle_0 = block(16 * nf, 16 * nf)
         self.G_middle_1 = block(16 * nf, 16 * nf)
@@ -272,7 +274,7 @@ def config_from_state_dict(state: Mapping[str, Tensor], crop_size: int, aspect_r
                 aspect_ratio=aspect_ratio, z_dim=fc.shape[1] if fc.ndim == 2 else 0,
                 num_upsampling_layers=num_upsampling_layers,
                 param_free_norm="batch" if "head_0.norm_0.param_free_norm.running_mean" in state else "instance",
-                spectral=False)   # spectral norm is folded into plain weights on load
+                spectral=False, hidden=state["head_0.norm_0.mlp_shared.0.weight"].shape[0])   # spectral norm is folded into plain weights on load
 
 
 def load_nvlabs(path: str | Path, crop_size: int = 256, aspect_ratio: float = 1.0,
