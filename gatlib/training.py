@@ -1,4 +1,4 @@
-"""One classifier training loop (tqdm, seeded, checkpointed every epoch, resumable) with pluggable modes.
+"""One training loop (tqdm, seeded, checkpointed every epoch, resumable) with pluggable modes and tasks.
 
 A *mode* turns each clean mini-batch into the batch the model is trained on:
 
@@ -8,6 +8,12 @@ Later chapters register more modes on this same loop (``register_mode``): ``gat`
 latent-attack images, §3.1 and §4.1), adversarial training with PGD, spatial, recolor, perceptual
 attacks (Table 2 baselines). A mode is a callable ``mode(model, images, labels, step) -> (inputs,
 targets)``; it may run attacks against the current ``model`` (which it must leave in train mode).
+
+A *task* says what the targets are and which loss the loop minimises (``TASKS``):
+``classification`` (labels, cross-entropy; the default), ``segmentation`` (label maps
+``train_set.masks``, per-pixel cross-entropy) and ``detection`` (``train_set.targets`` of boxes
+and labels; the sum of a torchvision detector's training losses) — §3.2's segmentation and
+detection experiments train on the same loop, with their own modes.
 """
 from __future__ import annotations
 
@@ -36,6 +42,51 @@ def register_mode(name: str, mode: Mode) -> None:
     MODES[name] = mode
 
 
+class ClassificationTask:
+    """Labels ``train_set.labels``; cross-entropy on the logits; accuracy counts correct images."""
+    name = "classification"
+
+    def batch(self, train_set, index, device):
+        return train_set.images[index].to(device), train_set.labels[index].to(device)
+
+    def loss(self, net, inputs, targets):
+        logits = net(inputs)
+        return F.cross_entropy(logits, targets), (logits.argmax(1) == targets).sum().item(), len(targets)
+
+
+class SegmentationTask(ClassificationTask):
+    """Label maps ``train_set.masks`` (B, H, W); per-pixel cross-entropy; accuracy counts pixels.
+    A torchvision segmentation model's ``{"out": logits}`` is unwrapped."""
+    name = "segmentation"
+
+    def batch(self, train_set, index, device):
+        return train_set.images[index].to(device), train_set.masks[index].to(device)
+
+    def loss(self, net, inputs, targets):
+        logits = net(inputs)
+        logits = logits["out"] if isinstance(logits, dict) else logits
+        return F.cross_entropy(logits, targets), (logits.argmax(1) == targets).sum().item(), targets.numel()
+
+
+class DetectionTask(ClassificationTask):
+    """``train_set.boxes`` / ``train_set.labels`` (lists, one tensor per image); the loss is the sum
+    of a torchvision detector's training losses (grey images repeated to RGB); no accuracy."""
+    name = "detection"
+
+    def batch(self, train_set, index, device):
+        targets = [{"boxes": train_set.boxes[i].to(device), "labels": train_set.labels[i].to(device)}
+                   for i in index.tolist()]
+        return train_set.images[index].to(device), targets
+
+    def loss(self, net, inputs, targets):
+        images = inputs.repeat(1, 3, 1, 1) if inputs.shape[1] == 1 else inputs
+        losses = net(list(images), targets)
+        return sum(losses.values()), 0, 0
+
+
+TASKS = {task.name: task for task in (ClassificationTask(), SegmentationTask(), DetectionTask())}
+
+
 def _epoch_order(count: int, seed: int, epoch: int) -> torch.Tensor:
     """The shuffling of one epoch depends only on (seed, epoch), so a resumed run sees the same data."""
     return torch.randperm(count, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
@@ -50,8 +101,10 @@ def _save_atomic(payload: dict, path: Path) -> None:
 def train_classifier(model: nn.Module, train_set, *, epochs: int, batch_size: int = 128, lr: float = 2e-3,
                      weight_decay: float = 1e-4, seed: int = 0, device: str | torch.device = "cpu",
                      mode: str | Mode = "standard", checkpoint: str | Path | None = None,
-                     max_steps: int | None = None, progress: bool = True, distributed: bool | None = None) -> dict:
-    """Train ``model`` on ``train_set`` (a ``DigitDataset``) with AdamW and a one-cycle schedule.
+                     max_steps: int | None = None, progress: bool = True, distributed: bool | None = None,
+                     task: str = "classification") -> dict:
+    """Train ``model`` on ``train_set`` (a ``DigitDataset``; for ``task="segmentation"`` or
+    ``"detection"`` a ``gatlib.scenes.SceneSet``) with AdamW and a one-cycle schedule.
 
     ``checkpoint``: a file written after every epoch (model, optimiser, scheduler, history); when it
     exists the run resumes from it, so a killed run loses at most one epoch. ``max_steps`` caps the
@@ -65,6 +118,9 @@ def train_classifier(model: nn.Module, train_set, *, epochs: int, batch_size: in
     """
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs ({epochs}) and batch_size ({batch_size}) must be positive")
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
+    task_fn = TASKS[task]
     mode_fn = MODES[mode] if isinstance(mode, str) else mode
     if isinstance(mode, str) and mode not in MODES:
         raise ValueError(f"unknown training mode {mode!r}; known: {', '.join(MODES)}")
@@ -103,15 +159,14 @@ def train_classifier(model: nn.Module, train_set, *, epochs: int, batch_size: in
             order = ddp.shard(order)
         # dropout / attack randomness, reproducible on resume (and its own stream on each DDP rank)
         torch.manual_seed(seed * 100_003 + epoch + (0 if ddp is None else ddp.seed_offset))
-        total_loss, correct, seen = 0.0, 0, 0
+        total_loss, correct, counted, seen = 0.0, 0, 0, 0
         quiet = not progress or (ddp is not None and not ddp.is_main)
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", disable=quiet, leave=False)
         for step in bar:
             index = order[step * local_batch:(step + 1) * local_batch]
-            images, labels = train_set.images[index].to(device), train_set.labels[index].to(device)
+            images, labels = task_fn.batch(train_set, index, device)
             inputs, targets = mode_fn(model, images, labels, epoch * steps_per_epoch + step)
-            logits = net(inputs)
-            loss = F.cross_entropy(logits, targets)
+            loss, step_correct, step_count = task_fn.loss(net, inputs, targets)
             if not (torch.isfinite(loss) if ddp is None else ddp.all_finite(loss)):
                 raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch + 1}, step {step}: "
                                          "lower the learning rate; the last good checkpoint is kept")
@@ -119,16 +174,17 @@ def train_classifier(model: nn.Module, train_set, *, epochs: int, batch_size: in
             loss.backward()
             optimizer.step()
             scheduler.step()
-            total_loss += loss.item() * len(targets)
-            correct += (logits.argmax(1) == targets).sum().item()
-            seen += len(targets)
-            bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}")
+            total_loss += loss.item() * len(inputs)
+            correct += step_correct
+            counted += step_count
+            seen += len(inputs)
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / max(counted, 1):.4f}")
         if ddp is not None:   # the global numbers on every rank; rank 0's BatchNorm statistics everywhere
-            total_loss, correct, seen = ddp.sum(total_loss, correct, seen)
+            total_loss, correct, counted, seen = ddp.sum(total_loss, correct, counted, seen)
             ddp.sync_buffers(model)
         history["epoch"].append(epoch + 1)
         history["loss"].append(total_loss / seen)
-        history["train_accuracy"].append(correct / seen)
+        history["train_accuracy"].append(correct / counted if counted else None)   # detection: none
         if checkpoint and (ddp is None or ddp.is_main):
             _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                           "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch}, checkpoint)

@@ -1,0 +1,57 @@
+"""The one training loop on the segmentation and detection tasks (MNIST scenes)."""
+from collections import OrderedDict
+
+import pytest
+import torch
+from torch import nn
+
+from gatlib import scenes, training
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def scene_set():
+    return scenes.make_scenes(64, "train", seed=5)
+
+
+def test_segmentation_task_learns_the_label_maps(scene_set):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 11, 3, padding=1))
+    history = training.train_classifier(model, scene_set, epochs=3, batch_size=16, lr=1e-2, task="segmentation",
+                                        progress=False)
+    assert history["loss"][-1] < history["loss"][0]
+    assert history["train_accuracy"][-1] > 0.9          # pixel accuracy (background dominates)
+
+
+class TinyBackbone(nn.Module):
+    out_channels = 32
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                                  nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU())
+
+    def forward(self, x):
+        return OrderedDict([("0", self.body(x))])
+
+
+def test_detection_task_trains_a_torchvision_detector(scene_set):
+    from torchvision.models.detection import FCOS
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+
+    torch.manual_seed(0)
+    detector = FCOS(TinyBackbone(), num_classes=11, min_size=64, max_size=64,
+                    anchor_generator=AnchorGenerator(sizes=((16,),), aspect_ratios=((1.0,),)))
+    history = training.train_classifier(detector, scene_set, epochs=2, batch_size=16, lr=1e-3, task="detection",
+                                        progress=False)
+    assert history["train_accuracy"] == [None, None] and history["loss"][-1] < history["loss"][0]
+    assert not detector.training
+    with torch.no_grad():
+        detections = detector([scene_set.images[0].repeat(3, 1, 1)])
+    assert set(detections[0]) == {"boxes", "scores", "labels"}
+
+
+def test_unknown_task_is_named(scene_set):
+    with pytest.raises(ValueError, match="unknown task"):
+        training.train_classifier(nn.Conv2d(1, 11, 1), scene_set, epochs=1, task="depth")
