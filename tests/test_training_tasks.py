@@ -55,3 +55,34 @@ def test_detection_task_trains_a_torchvision_detector(scene_set):
 def test_unknown_task_is_named(scene_set):
     with pytest.raises(ValueError, match="unknown task"):
         training.train_classifier(nn.Conv2d(1, 11, 1), scene_set, epochs=1, task="depth")
+
+
+@pytest.mark.parametrize("task", ["segmentation", "detection"])
+def test_spade_gat_mode_adds_as_many_attack_iterates_as_clean_scenes(scene_set, task):
+    from torchvision.models.detection import FCOS
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+
+    from gatlib.generators.spade import SPADEGenerator
+    from gatlib.spade_gat import SpadeGATMode
+
+    torch.manual_seed(1)
+    G = SPADEGenerator(label_nc=11, image_nc=1, ngf=2, crop_size=64, z_dim=4, param_free_norm="instance",
+                       spectral=False, hidden=8).eval()
+    if task == "segmentation":
+        model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 11, 3, padding=1))
+    else:
+        model = FCOS(TinyBackbone(), num_classes=11, min_size=64, max_size=64,
+                     anchor_generator=AnchorGenerator(sizes=((16,),), aspect_ratios=((1.0,),)))
+    mode = SpadeGATMode(G, scene_set, task, eps=0.01, iterates=3)
+    model.train()
+    images, targets = training.TASKS[task].batch(scene_set, torch.arange(4), "cpu")
+    inputs, new_targets = mode(model, images, targets, step=0)
+    assert inputs.shape == (8, 1, 64, 64) and len(new_targets) == 8 and model.training
+    assert torch.equal(inputs[:4], images) and mode.log[0]["maps"] == 2
+    if task == "segmentation":
+        assert torch.equal(new_targets[:4], targets)
+    history = training.train_classifier(model, scene_set, epochs=1, batch_size=4, max_steps=2, task=task, mode=mode,
+                                        progress=False)
+    assert len(history["loss"]) == 1 and len(mode.log) == 3
+    with pytest.raises(ValueError, match="segmentation or detection"):
+        SpadeGATMode(G, scene_set, "classification")

@@ -1,0 +1,64 @@
+"""GAT for segmentation and detection (Poursaeed et al., ICCV 2021, §4.1, Table 1's segmentation
+and detection columns): a training mode of ``gatlib.training`` for ``task="segmentation"`` and
+``task="detection"``.
+
+The paper trains on "the first 10 generated examples": for a sampled label map, the SPADE images of
+iterations 1 to 10 of the γ/β attack (``gatlib.attacks.spade``) against the current model, with
+the map (or the boxes derived from it) as their target, in equal numbers with clean real scenes.
+Every step here: the batch's ``B`` real scenes stay; ``ceil(B / iterates)`` label maps drawn from
+the training scenes are attacked for ``iterates`` steps against the current model, and the first
+``B`` of their iterates join the batch — so clean and adversarial images are equal in number.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from .attacks.spade import spade_attack
+from .generators.spade import one_hot
+
+
+class SpadeGATMode:
+    """``mode(model, images, targets, step) -> (inputs, targets)`` for the segmentation and
+    detection tasks of ``gatlib.training`` (see the module docstring).
+
+    Args: ``G`` (a ``SPADEGenerator``), ``scenes`` (the training ``SceneSet`` the label maps are
+    drawn from), ``task``, ``eps`` (γ/β step, the paper's 0.001), ``iterates`` (10), ``seed``."""
+
+    def __init__(self, G, scenes, task: str, eps: float = 0.001, iterates: int = 10, seed: int = 0):
+        if task not in ("segmentation", "detection"):
+            raise ValueError(f"SpadeGATMode trains segmentation or detection, got task {task!r}")
+        if int(iterates) != iterates or iterates < 1:
+            raise ValueError(f"iterates must be a positive integer, got {iterates!r}")
+        self.G, self.scenes, self.task = G, scenes, task
+        self.eps, self.iterates, self.seed = float(eps), int(iterates), int(seed)
+        self.log: list[dict] = []
+
+    def __call__(self, model, images, targets, step):
+        batch = len(images)
+        maps_needed = math.ceil(batch / self.iterates)
+        rng = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        picks = torch.randint(len(self.scenes), (maps_needed,), generator=rng)
+        masks = self.scenes.masks[picks].to(images.device)
+        segmap = one_hot(masks, self.G.label_nc).to(images.device)
+        z = self.G.sample_z(maps_needed, generator=rng)
+        scene_targets = self.scenes.targets(picks.tolist())
+        started = time.time()
+        result = spade_attack(self.G, segmap, model, task=self.task, masks=masks if self.task == "segmentation" else None,
+                              targets=scene_targets if self.task == "detection" else None, eps=self.eps,
+                              max_iters=self.iterates, z=z)
+        # iterates 1..10 of map 0, then of map 1, ...: the first `batch` of them
+        adversarial = torch.stack(result.images[1:], dim=1).flatten(0, 1)[:batch]
+        which = torch.arange(maps_needed).repeat_interleave(self.iterates)[:batch]
+        model.train()    # the attack leaves the model as it found it; training goes on in train mode
+        self.log.append({"step": step, "maps": maps_needed, "seconds": time.time() - started,
+                         "loss_first": float(result.losses[1].mean()), "loss_last": float(result.losses[-1].mean())})
+        inputs = torch.cat([images, adversarial.to(images.device)])
+        if self.task == "segmentation":
+            return inputs, torch.cat([targets, masks[which]])
+        return inputs, list(targets) + [scene_targets[i] for i in which.tolist()]
+
+    def seconds_generating(self) -> float:
+        return sum(entry["seconds"] for entry in self.log)
