@@ -79,6 +79,23 @@ register(ZooEntry("mnist-stylegan2", "generator", "generator", "stylegan2", 0,
                   "Class-conditional StyleGAN2 at 32x32 trained on MNIST train (G_ema): the generator g whose "
                   "styles y and noises eta the attacks perturb.", {"total_kimg": 500.0}))
 
+# §3.2: the SPADE generator, segmenters and detectors on MNIST scenes (gatlib.scenes)
+SCENE_TRAIN = {"scenes": 20_000, "scene_seed": 0}          # training scenes: MNIST train digits
+SCENE_TEST = {"count": 1000, "seed": 10_000}                 # evaluation scenes: MNIST test digits
+register(ZooEntry("mnist-spade", "scene-generator", "spade", "spade", 0,
+                  "SPADE generator (z input, instance norm) trained on MNIST scenes with hinge + feature "
+                  "matching: the generator whose gamma and beta the segmentation/detection attacks perturb.",
+                  {"total_steps": 6000, **SCENE_TRAIN}))
+for _seed in range(3):
+    register(ZooEntry(f"scene-segmenter-s{_seed}", "scene-segmenter", "segmenter", "small_unet", _seed,
+                      f"Small U-Net segmenting MNIST scenes (11 classes), seed {_seed}: the 'Original' segmenter.",
+                      {"epochs": 3, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, **SCENE_TRAIN}))
+    register(ZooEntry(f"scene-detector-s{_seed}", "scene-detector", "detector", "fcos_resnet18_fpn", _seed,
+                      f"FCOS (ResNet-18 FPN, weights=None) detecting digits in MNIST scenes, seed {_seed}: the "
+                      "'Original' detector.",
+                      {"epochs": 2, "batch_size": 16, "lr": 1e-3, "weight_decay": 1e-4, **SCENE_TRAIN}))
+
+
 def _register_fine_tuned() -> None:
     """Table 1's fine-tuned rows (GAT and its two controls) on the three Original seeds, GAT's
     ablations and Table 2's defenses on seed 0: each fine-tunes ``mnist-classifier-s{k}``
@@ -164,6 +181,12 @@ def load(name: str, device: str | torch.device = "cpu", path: Path | None = None
         from .generators.stylegan2 import Generator
 
         model = Generator(**checkpoint["config"])
+    elif zoo_entry.kind == "spade":
+        from .generators.spade import SPADEGenerator
+
+        model = SPADEGenerator(**checkpoint["config"])
+    elif zoo_entry.kind in ("segmenter", "detector"):
+        model = _scene_model(zoo_entry.kind)
     else:
         model = classifiers.build(zoo_entry.arch)
     model.load_state_dict(checkpoint["state_dict"])
@@ -227,6 +250,10 @@ def train(name: str, progress: bool = True, max_minutes: float | None = None) ->
     zoo_entry = entry(name)
     if zoo_entry.kind == "generator":
         return _train_generator(zoo_entry, progress, max_minutes)
+    if zoo_entry.kind == "spade":
+        return _train_spade(zoo_entry, progress, max_minutes)
+    if zoo_entry.kind in ("segmenter", "detector"):
+        return _train_scene_model(zoo_entry, progress)
     if "base" in zoo_entry.recipe:   # a fine-tuned row of Table 1 (needs the generator)
         from .finetune import zoo_payload
 
@@ -301,6 +328,66 @@ def _train_generator(zoo_entry: ZooEntry, progress: bool, max_minutes: float | N
     payload = {"state_dict": G_ema.state_dict(), "config": G_ema.config, "name": zoo_entry.name,
                "history": state["history"]}
     return _record(zoo_entry, payload, metrics, state["train_seconds"], zoo_entry.recipe)
+
+
+def _scene_model(kind: str) -> torch.nn.Module:
+    from . import segdet
+
+    return segdet.SmallUNet() if kind == "segmenter" else segdet.detector()
+
+
+def _train_spade(zoo_entry: ZooEntry, progress: bool, max_minutes: float | None) -> dict | None:
+    from . import scenes
+    from .generators.spade_training import SpadeRecipe, train_spade
+
+    recipe = SpadeRecipe(seed=zoo_entry.seed, total_steps=zoo_entry.recipe["total_steps"])
+    train_scenes = scenes.make_scenes(zoo_entry.recipe["scenes"], "train", seed=zoo_entry.recipe["scene_seed"])
+    WORK_DIR.mkdir(exist_ok=True)
+    state = train_spade(recipe, train_scenes, WORK_DIR / f"{zoo_entry.name}.state.pt", max_minutes=max_minutes,
+                        progress=progress)
+    if not state["done"]:
+        return None
+    G = state["G"].eval()
+    # spectral norm folded into plain weights: the zoo file loads into SPADEGenerator(spectral=False)
+    from .generators.spade import SPADEGenerator, _fold_spectral_norm
+
+    config = {**G.config, "spectral": False}
+    plain = SPADEGenerator(**config)
+    plain.load_state_dict(_fold_spectral_norm(G.state_dict()))
+    payload = {"state_dict": plain.state_dict(), "config": config, "name": zoo_entry.name, "history": state["history"]}
+    metrics = {"steps": state["step"]}
+    return _record(zoo_entry, payload, metrics, state["train_seconds"], zoo_entry.recipe)
+
+
+def _train_scene_model(zoo_entry: ZooEntry, progress: bool) -> dict:
+    """A segmenter or detector on MNIST scenes (``task`` of the one training loop), evaluated on
+    test scenes of MNIST test digits and of optdigits."""
+    from . import scenes, segdet
+    from .chapter import seed_everything
+    from .training import train_classifier
+
+    recipe = zoo_entry.recipe
+    seed_everything(zoo_entry.seed)
+    model = _scene_model(zoo_entry.kind)
+    train_scenes = scenes.make_scenes(recipe["scenes"], "train", seed=recipe["scene_seed"])
+    task = "segmentation" if zoo_entry.kind == "segmenter" else "detection"
+    WORK_DIR.mkdir(exist_ok=True)
+    started = time.time()
+    history = train_classifier(model, train_scenes, epochs=recipe["epochs"], batch_size=recipe["batch_size"],
+                               lr=recipe["lr"], weight_decay=recipe["weight_decay"], seed=zoo_entry.seed,
+                               checkpoint=WORK_DIR / f"{zoo_entry.name}.state.pt", progress=progress, task=task)
+    metrics = {"final_train_loss": history["loss"][-1]}
+    for source in ("mnist", "optdigits"):
+        test = scenes.make_scenes(SCENE_TEST["count"], "test", seed=SCENE_TEST["seed"], source=source)
+        if task == "segmentation":
+            numbers = segdet.segmentation_metrics(segdet.segmentation_predictions(model, test.images), test.masks)
+        else:
+            numbers = segdet.detection_metrics(segdet.detections(model, test.images), test.targets())
+        metrics.update({f"{source}_scenes_{key}": value for key, value in numbers.items()})
+    recorded = _record(zoo_entry, {"state_dict": model.state_dict(), "arch": zoo_entry.arch, "name": zoo_entry.name},
+                       metrics, time.time() - started, recipe)
+    (WORK_DIR / f"{zoo_entry.name}.state.pt").unlink(missing_ok=True)
+    return recorded
 
 
 def main(argv=None) -> int:
