@@ -62,3 +62,56 @@ class SpadeGATMode:
 
     def seconds_generating(self) -> float:
         return sum(entry["seconds"] for entry in self.log)
+
+
+GAT_RECIPE = {"steps": 300, "batch_size": 16, "lr": 5e-4, "weight_decay": 1e-4, "eps": 0.001, "iterates": 10}
+KINDS = {"segmenter": "segmentation", "detector": "detection"}
+
+
+def fine_tune(model, G, train_scenes, task: str, *, steps: int, batch_size: int, lr: float, weight_decay: float,
+              eps: float, iterates: int, seed: int = 0, progress: bool = True) -> dict:
+    """GAT fine-tuning of a trained segmenter or detector: exactly ``steps`` steps of the one loop
+    with :class:`SpadeGATMode` (one epoch capped at ``steps``). Returns the loop's history plus the
+    mode's log."""
+    from .training import train_classifier
+
+    if steps * batch_size > len(train_scenes):
+        raise ValueError(f"{steps} steps of {batch_size} need {steps * batch_size} training scenes, "
+                         f"have {len(train_scenes)}")
+    mode = SpadeGATMode(G, train_scenes, task, eps=eps, iterates=iterates, seed=seed)
+    history = train_classifier(model, train_scenes, epochs=1, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                               seed=seed, mode=mode, max_steps=steps, progress=progress, task=task)
+    return {**history, "mode_log": mode.log, "seconds_generating": mode.seconds_generating()}
+
+
+def scene_rows(kind: str, seeds, *, retrain: bool = False, G=None, train_scenes=None, original_recipe=None,
+               gat_recipe=None, progress: bool = True) -> dict:
+    """``{"original": [model per seed], "gat": [...]}`` for ``kind`` (``segmenter`` / ``detector``):
+    from the zoo (``scene-{kind}-s{k}``, ``scene-{kind}-gat-s{k}``), or with ``retrain=True`` trained
+    here — Original from scratch with ``original_recipe`` (``epochs``, ``batch_size``, ``lr``,
+    ``weight_decay``; ``max_steps`` optional), GAT fine-tuned from it with ``gat_recipe``."""
+    import copy
+
+    from . import zoo
+    from .training import train_classifier
+
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
+    task = KINDS[kind]
+    out = {"original": [], "gat": []}
+    for seed in seeds:
+        if not retrain:
+            out["original"].append(zoo.load(f"scene-{kind}-s{seed}"))
+            out["gat"].append(zoo.load(f"scene-{kind}-gat-s{seed}"))
+            continue
+        if G is None or train_scenes is None or original_recipe is None:
+            raise ValueError("retrain=True needs G, train_scenes and original_recipe")
+        torch.manual_seed(seed)
+        original = zoo._scene_model(kind) if original_recipe.get("model") is None else original_recipe["model"]()
+        recipe = {k: v for k, v in original_recipe.items() if k != "model"}
+        train_classifier(original, train_scenes, seed=seed, task=task, progress=progress, **recipe)
+        gat = copy.deepcopy(original)
+        fine_tune(gat, G, train_scenes, task, seed=seed, progress=progress, **{**GAT_RECIPE, **(gat_recipe or {})})
+        out["original"].append(original.eval())
+        out["gat"].append(gat.eval())
+    return out

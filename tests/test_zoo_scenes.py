@@ -21,7 +21,10 @@ def tiny_zoo(monkeypatch, tmp_path):
                   zoo.ZooEntry("scene-segmenter-s0", "scene-segmenter", "segmenter", "small_unet", 0, "tiny",
                                {"epochs": 1, "batch_size": 16, "lr": 2e-3, "weight_decay": 1e-4, **small}),
                   zoo.ZooEntry("scene-detector-s0", "scene-detector", "detector", "fcos_resnet18_fpn", 0, "tiny",
-                               {"epochs": 1, "batch_size": 16, "lr": 1e-3, "weight_decay": 1e-4, **small})):
+                               {"epochs": 1, "batch_size": 16, "lr": 1e-3, "weight_decay": 1e-4, **small}),
+                  zoo.ZooEntry("scene-segmenter-gat-s0", "scene-segmenter-gat", "segmenter", "small_unet", 0, "tiny",
+                               {"base": "scene-segmenter-s0", "generator": "mnist-spade", "steps": 2, "batch_size": 4,
+                                "lr": 5e-4, "weight_decay": 1e-4, "eps": 0.001, "iterates": 2, **small})):
         monkeypatch.setitem(zoo.ENTRIES, entry.name, entry)
     return tmp_path
 
@@ -46,3 +49,12 @@ def test_scene_models_train_and_record_in_and_out_of_domain_metrics(tiny_zoo, na
     (tiny_zoo / "checkpoints" / f"{name}.pt").write_bytes(b"tampered")
     with pytest.raises(zoo.ZooIntegrityError, match="sha256"):
         zoo.load(name)
+
+
+def test_gat_scene_entry_fine_tunes_its_base_with_the_zoo_generator(tiny_zoo):
+    zoo.train("mnist-spade", progress=False)
+    zoo.train("scene-segmenter-s0", progress=False)
+    recorded = zoo.train("scene-segmenter-gat-s0", progress=False)
+    assert recorded["recipe"]["base"] == "scene-segmenter-s0" and "mnist_scenes_miou" in recorded["metrics"]
+    base, tuned = zoo.load("scene-segmenter-s0"), zoo.load("scene-segmenter-gat-s0")
+    assert any(not torch.equal(a, b) for a, b in zip(base.state_dict().values(), tuned.state_dict().values()))

@@ -1,0 +1,53 @@
+"""Figure 5's curve and Table 1's segmentation/detection columns (gatlib.scene_eval), and the
+scene rows of chapter 07 trained here (gatlib.spade_gat.scene_rows)."""
+import pytest
+import torch
+from torch import nn
+
+from gatlib import scene_eval, scenes, spade_gat
+from gatlib.generators.spade import SPADEGenerator
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    G = SPADEGenerator(label_nc=11, image_nc=1, ngf=2, crop_size=64, z_dim=4, param_free_norm="instance",
+                       spectral=False, hidden=8).eval()
+    return G, scenes.make_scenes(24, "train", seed=0), scenes.make_scenes(6, "test", seed=1)
+
+
+def tiny_segmenter():
+    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 11, 3, padding=1))
+
+
+def test_attack_curve_has_every_iteration_and_starts_at_the_clean_render(setup):
+    G, _, test = setup
+    torch.manual_seed(1)
+    model = tiny_segmenter().eval()
+    curve = scene_eval.attack_curve(G, model, "segmentation", test, eps=0.05, max_iters=3, batch_size=4, seed=0)
+    assert list(curve.iteration) == [0, 1, 2, 3]
+    assert set(curve.columns) >= {"pixel_accuracy", "foreground_accuracy", "miou"}
+    iterates = scene_eval.attack_iterates(G, model, "segmentation", test, eps=0.05, max_iters=3, batch_size=4, seed=0)
+    rng = torch.Generator().manual_seed(0)
+    from gatlib.generators.spade import one_hot
+
+    first = G(one_hot(test.masks[:4], 11), G.sample_z(4, generator=rng))
+    torch.testing.assert_close(iterates[0][:4], first)
+
+
+def test_scene_rows_retrained_and_table1_columns(setup):
+    G, train, test = setup
+    rows = spade_gat.scene_rows("segmenter", [0, 1], retrain=True, G=G, train_scenes=train, progress=False,
+                                original_recipe={"epochs": 1, "batch_size": 8, "lr": 1e-2, "model": tiny_segmenter},
+                                gat_recipe={"steps": 2, "batch_size": 4, "iterates": 2, "eps": 0.01})
+    assert len(rows["original"]) == len(rows["gat"]) == 2
+    summary, per_seed = scene_eval.table1_columns(rows, G, "segmentation", test, seeds=[0, 1], eps=0.01, max_iters=2,
+                                                  batch_size=3)
+    assert list(summary.index) == ["original", "gat"] and (summary.seeds == 2).all()
+    assert {"clean_foreground_accuracy", "adversarial_miou"} <= set(per_seed.columns)
+    with pytest.raises(ValueError, match="kind"):
+        spade_gat.scene_rows("classifier", [0])
+    with pytest.raises(ValueError, match="needs G"):
+        spade_gat.scene_rows("segmenter", [0], retrain=True)
