@@ -219,6 +219,23 @@ def generator(source: str, device: str | torch.device = "cpu", seed: int = 0, ca
     return G
 
 
+def spade_generator(source: str, device: str | torch.device = "cpu", seed: int = 0, crop_size: int = 256):
+    """The SPADE generator a chapter asks for: a zoo name (``mnist-spade``), an NVlabs
+    ``latest_net_G.pth`` (``crop_size`` is not in the file: COCO-stuff's is 256), or ``random-tiny``
+    — a small random SPADE on MNIST scenes' 11 classes for the ``smoke`` profile."""
+    from .generators.spade import SPADEGenerator, load_nvlabs
+
+    if source == "random-tiny":
+        torch.manual_seed(seed)
+        return SPADEGenerator(label_nc=11, image_nc=1, ngf=2, crop_size=64, z_dim=4, param_free_norm="instance",
+                              spectral=False, hidden=8).to(device).eval()
+    if source in ENTRIES:
+        if entry(source).kind != "spade":
+            raise ValueError(f"zoo entry {source!r} is a {entry(source).kind}, not a SPADE generator")
+        return load(source, device)
+    return load_nvlabs(source, crop_size=crop_size, device=device)
+
+
 def _generator(source: str, device, seed: int):
     from .generators.stylegan2 import Generator
 
