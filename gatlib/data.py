@@ -234,12 +234,31 @@ def _folder_loader(name: str, default_resolution: int) -> Callable:
     return load
 
 
+def cifar10(split: str = "train", root: str | Path | None = None) -> ImageSet:
+    """CIFAR-10 ``train`` (50k) or ``test`` (10k) from ``root`` (the folder holding
+    ``cifar-10-batches-py/``, as torchvision downloads it; nothing is downloaded here), 32x32 RGB in
+    [0, 1] — the data of the Colab flagship with NVlabs' conditional CIFAR-10 StyleGAN2-ADA."""
+    from torchvision import datasets
+
+    if split not in ("train", "test"):
+        raise ValueError(f"CIFAR-10 split must be 'train' or 'test', got {split!r}")
+    if root is None:
+        raise ValueError("dataset 'cifar10' needs root= the folder holding cifar-10-batches-py/ (download it yourself)")
+    try:
+        raw = datasets.CIFAR10(str(root), train=split == "train", download=False)
+    except RuntimeError as err:     # torchvision: "Dataset not found or corrupted"
+        raise FileNotFoundError(f"CIFAR-10 under {root}: {err} (expected {root}/cifar-10-batches-py/)") from err
+    images = torch.from_numpy(raw.data).permute(0, 3, 1, 2).float() / 255
+    return ImageSet(images, torch.tensor(raw.targets), name=f"cifar10/{split}")
+
+
 REGISTRY: dict[str, Callable] = {
     "mnist": mnist,
     "optdigits": optdigits,
     "lsun": _folder_loader("lsun", 256),
     "celeba-hq": _folder_loader("celeba-hq", 1024),
     "imagenet": _folder_loader("imagenet", 224),
+    "cifar10": cifar10,
 }
 
 

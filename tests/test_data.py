@@ -92,3 +92,37 @@ def test_subsets_are_seeded(mnist_test):
     assert torch.equal(first.labels, again.labels) and torch.equal(first.images, again.images)
     assert not torch.equal(first.images, other.images)
     assert mnist_test.subset(0) is mnist_test
+
+
+def test_cifar10_reads_the_python_batches_torchvision_downloads(tmp_path, monkeypatch):
+    """CIFAR-10 in its real on-disk layout (cifar-10-batches-py/ with pickled batches), tiny; the
+    md5 check of torchvision is what makes the files "official", so it is bypassed for these."""
+    import pickle as _pickle
+
+    from torchvision import datasets
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        # Python 2 wrote str keys; torchvision reads them with encoding="latin1" as str
+        batch = {"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), "labels": [0, 3, 9, 1],
+                 "batch_label": name, "filenames": ["a.png"] * 4}
+        with open(folder / name, "wb") as handle:
+            _pickle.dump(batch, handle, protocol=2)
+    with open(folder / "batches.meta", "wb") as handle:
+        _pickle.dump({"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                                      "truck"]}, handle, protocol=2)
+    monkeypatch.setattr(datasets.CIFAR10, "_check_integrity", lambda self: True)
+    monkeypatch.setattr("torchvision.datasets.cifar.check_integrity", lambda *args, **kwargs: True)
+    train = data.dataset("cifar10", "train", root=tmp_path)
+    assert train.images.shape == (20, 3, 32, 32) and train.labels.tolist()[:4] == [0, 3, 9, 1]
+    assert 0 <= train.images.min() and train.images.max() <= 1
+    assert len(data.cifar10("test", root=tmp_path)) == 4
+    with pytest.raises(ValueError, match="split"):
+        data.cifar10("valid", root=tmp_path)
+    with pytest.raises(ValueError, match="root="):
+        data.cifar10("train")
+    monkeypatch.undo()
+    with pytest.raises(FileNotFoundError, match="cifar-10-batches-py"):
+        data.cifar10("train", root=tmp_path / "elsewhere")
