@@ -19,7 +19,6 @@ called again with the same path it resumes.
 from __future__ import annotations
 
 import math
-import os
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -32,6 +31,7 @@ from torch import nn
 from torch.nn.utils import spectral_norm
 from tqdm.auto import tqdm
 
+from ..training import _save_atomic
 from .spade import SPADEGenerator, one_hot
 
 
@@ -119,12 +119,6 @@ def feature_matching_loss(real: list, fake: list) -> torch.Tensor:
         for real_feature, fake_feature in zip(r[:-1], f[:-1]):
             loss = loss + F.l1_loss(fake_feature, real_feature.detach()) / (len(r) - 1)
     return loss / len(real)
-
-
-def _save_atomic(payload: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
 
 
 def _recipe_dict(recipe: SpadeRecipe) -> dict:
