@@ -6,8 +6,8 @@ It reuses the smoke book of the session (``smoke_book`` in conftest.py) and serv
 127.0.0.1. Chromium runs as a plain subprocess (``--dump-dom`` / ``--screenshot``), no driver: the
 test server injects a small probe script at the top of every HTML page it serves. The probe records
 script exceptions, failed resource loads, ``console.error`` calls and unhandled rejections from the
-start of the page, and after the load event decodes every ``<img>`` of the article, then writes its
-findings as JSON into a ``<pre id="gat-probe">`` that ``--dump-dom`` prints.
+start of the page, and after the load event decodes every ``<img>`` of the article (synchronously, by
+drawing it on a canvas), then writes its findings as JSON into a ``<pre id="gat-probe">`` that ``--dump-dom`` prints.
 
 Every host but 127.0.0.1 resolves to nothing (``--host-resolver-rules``), so CDN scripts (MathJax,
 thebe, ...) fail fast and the same way on every machine; their failures are ignored. One screenshot
@@ -67,40 +67,49 @@ PROBE = r"""<script>(function () {
     return consoleError.apply(console, arguments);
   };
   // after the load event, or 4 s after DOMContentLoaded when a blocked CDN request (e.g. the
-  // widgets' embed script) keeps the load event from firing
+  // widgets' embed script) keeps the load event from firing. Everything is synchronous: with
+  // --virtual-time-budget Chromium dumps the DOM as soon as virtual time runs out, and an asynchronous
+  // img.decode() (decoded off the main thread, invisible to virtual time) lost that race on a page
+  // with many figures. drawImage on a canvas decodes the image synchronously instead.
   var probed = false;
   function probe() {
     if (probed) { return; }
     probed = true;
     var article = document.querySelector("article") || document.querySelector("main");
     var images = article ? Array.prototype.slice.call(article.querySelectorAll("img")) : [];
-    Promise.all(images.map(function (img) {
-      var copy = new Image();   // decodes even what `loading=lazy` would leave for later
-      copy.src = img.currentSrc || img.src;
-      return copy.decode().then(function () {
-        return {src: copy.src, width: copy.naturalWidth, height: copy.naturalHeight};
-      }, function (err) { return {src: copy.src, width: 0, height: 0, error: text(err)}; });
-    })).then(function (sizes) {
-      var h1 = article && article.querySelector("h1");
-      var tables = article ? Array.prototype.map.call(article.querySelectorAll("table"), function (table) {
-        return {
-          headers: Array.prototype.map.call(table.querySelectorAll("thead th"), function (th) { return th.textContent.trim(); }),
-          rows: Array.prototype.map.call(table.querySelectorAll("tbody tr"), function (tr) {
-            return Array.prototype.map.call(tr.children, function (td) {
-              var a = td.querySelector("a");
-              return {text: td.textContent.trim(), href: a ? a.href : null};
-            });
-          })
-        };
-      }) : [];
-      var out = {title: document.title, article: !!document.querySelector("article"),
-                 h1: h1 ? h1.textContent.replace(/#$/, "").trim() : null,
-                 text: article ? article.textContent.length : 0, images: sizes, tables: tables, errors: errors};
-      var pre = document.createElement("pre");
-      pre.id = "gat-probe";
-      pre.textContent = JSON.stringify(out);
-      document.body.appendChild(pre);
+    var sizes = images.map(function (img) {
+      var out = {src: img.currentSrc || img.src, width: img.naturalWidth, height: img.naturalHeight,
+                 complete: img.complete, painted: false};
+      if (!(img.complete && img.naturalWidth > 0 && img.naturalHeight > 0)) { return out; }
+      try {
+        var canvas = document.createElement("canvas");
+        canvas.width = 16; canvas.height = 16;
+        var context = canvas.getContext("2d");
+        context.drawImage(img, 0, 0, 16, 16);   // forces a full decode of the pixel data
+        var pixels = context.getImageData(0, 0, 16, 16).data;
+        for (var i = 3; i < pixels.length; i += 4) { if (pixels[i] > 0) { out.painted = true; break; } }
+      } catch (err) { out.error = text(err); }
+      return out;
     });
+    var h1 = article && article.querySelector("h1");
+    var tables = article ? Array.prototype.map.call(article.querySelectorAll("table"), function (table) {
+      return {
+        headers: Array.prototype.map.call(table.querySelectorAll("thead th"), function (th) { return th.textContent.trim(); }),
+        rows: Array.prototype.map.call(table.querySelectorAll("tbody tr"), function (tr) {
+          return Array.prototype.map.call(tr.children, function (td) {
+            var a = td.querySelector("a");
+            return {text: td.textContent.trim(), href: a ? a.href : null};
+          });
+        })
+      };
+    }) : [];
+    var out = {title: document.title, article: !!document.querySelector("article"),
+               h1: h1 ? h1.textContent.replace(/#$/, "").trim() : null,
+               text: article ? article.textContent.length : 0, images: sizes, tables: tables, errors: errors};
+    var pre = document.createElement("pre");
+    pre.id = "gat-probe";
+    pre.textContent = JSON.stringify(out);
+    document.body.appendChild(pre);
   }
   window.addEventListener("load", probe);
   document.addEventListener("DOMContentLoaded", function () { setTimeout(probe, 4000); });
@@ -219,8 +228,9 @@ def check_page(site, page: str) -> dict:
     assert report["article"] and report["h1"], f"{page}: no article with a title in the DOM"
     assert report["title"].startswith(report["h1"]), f"{page}: <title> {report['title']!r} vs h1 {report['h1']!r}"
     assert report["text"] > 200, f"{page}: the article is (nearly) empty"
-    broken = [image for image in report["images"] if not (image["width"] > 0 and image["height"] > 0)]
-    assert not broken, f"{page}: images that do not decode to a non-zero size: {broken}"
+    broken = [image for image in report["images"]
+              if not (image["width"] > 0 and image["height"] > 0 and image["painted"])]
+    assert not broken, f"{page}: images that do not decode to a non-zero size with visible pixels: {broken}"
     assert not page_errors(report), f"{page}: errors in the page: {page_errors(report)}"
     return report
 
@@ -285,3 +295,30 @@ def test_scoreboard_values_link_to_run_records_that_load(site):
         linked = {v["text"] for v in values if urlparse(v["href"]).path == path}
         shown = {row[4]["text"] for t in record["tables"] if "Recorded key" in t["headers"] for row in t["rows"]}
         assert linked <= shown, (linked, shown)
+
+
+@pytest.mark.browser
+def test_the_probe_tells_a_corrupt_figure_from_a_good_one(chromium, tmp_path):
+    """The probe itself can fail: a PNG whose header is fine but whose pixel data is garbage has a
+    natural size, yet does not paint, and a missing file has no size at all."""
+    from PIL import Image
+
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(tmp_path / "good.png")
+    good = (tmp_path / "good.png").read_bytes()
+    (tmp_path / "corrupt.png").write_bytes(good[:33] + b"\x00" * (len(good) - 33))   # IHDR kept, data zeroed
+    text = "A paragraph long enough to count as an article body. " * 8
+    (tmp_path / "page.html").write_text(
+        "<html><head><title>Probe check</title></head><body><article><h1>Probe check</h1>"
+        f"<p>{text}</p><img src='good.png'><img src='corrupt.png'><img src='missing.png'></article></body></html>")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_ProbeHandler, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        report = load((f"http://127.0.0.1:{server.server_address[1]}", tmp_path, chromium), "page.html")
+    finally:
+        server.shutdown()
+        server.server_close()
+    by_name = {Path(urlparse(image["src"]).path).name: image for image in report["images"]}
+    assert by_name["good.png"]["painted"] and by_name["good.png"]["width"] == 40
+    assert not by_name["corrupt.png"]["painted"]
+    assert by_name["missing.png"]["width"] == 0
+    assert any(e["kind"] == "resource" and e["url"].endswith("missing.png") for e in report["errors"])
