@@ -17,7 +17,6 @@ detection experiments train on the same loop, with their own modes.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable
 
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import distributed as _distributed
+from .resumable import save_atomic
 
 Mode = Callable[[nn.Module, torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
 
@@ -90,12 +90,6 @@ TASKS = {task.name: task for task in (ClassificationTask(), SegmentationTask(), 
 def _epoch_order(count: int, seed: int, epoch: int) -> torch.Tensor:
     """The shuffling of one epoch depends only on (seed, epoch), so a resumed run sees the same data."""
     return torch.randperm(count, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-
-
-def _save_atomic(payload: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
 
 
 def train_classifier(model: nn.Module, train_set, *, epochs: int, batch_size: int = 128, lr: float = 2e-3,
@@ -186,7 +180,7 @@ def train_classifier(model: nn.Module, train_set, *, epochs: int, batch_size: in
         history["loss"].append(total_loss / seen)
         history["train_accuracy"].append(correct / counted if counted else None)   # detection: none
         if checkpoint and (ddp is None or ddp.is_main):
-            _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                           "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch}, checkpoint)
     model.eval()
     return history

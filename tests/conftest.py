@@ -15,6 +15,34 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def tiny_fcos():
+    """A factory of small torchvision FCOS detectors for MNIST scenes (11 classes, 64 px, one FPN
+    level with a BatchNorm in its backbone so tests can check BN statistics stay put)."""
+    from collections import OrderedDict
+
+    from torch import nn
+    from torchvision.models.detection import FCOS
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+
+    class TinyBackbone(nn.Module):
+        out_channels = 32
+
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                                      nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU())
+
+        def forward(self, x):
+            return OrderedDict([("0", self.body(x))])
+
+    def make():
+        return FCOS(TinyBackbone(), num_classes=11, min_size=64, max_size=64,
+                    anchor_generator=AnchorGenerator(sizes=((16,),), aspect_ratios=((1.0,),)))
+
+    return make
+
+
 @pytest.fixture(scope="module")
 def tiny_generator():
     """The small randomly initialised StyleGAN2 of the smoke profile (``zoo.generator("random-tiny")``)."""

@@ -98,7 +98,7 @@ def test_coco_geometry_and_refusals(tmp_path):
     with pytest.raises(FileNotFoundError):
         spade.load_nvlabs(tmp_path / "missing.pth")
     (tmp_path / "junk.pth").write_bytes(b"junk")
-    with pytest.raises(ValueError, match="could not be read"):
+    with pytest.raises(ValueError, match="could not be loaded"):
         spade.load_nvlabs(tmp_path / "junk.pth")
     torch.save({"fc.weight": torch.zeros(3, 3)}, tmp_path / "other.pth")
     with pytest.raises(ValueError, match="not a SPADE generator"):

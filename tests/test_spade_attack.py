@@ -1,5 +1,4 @@
 """The γ/β attack (gatlib.attacks.spade) on a segmenter and on a torchvision detector."""
-from collections import OrderedDict
 
 import pytest
 import torch
@@ -61,26 +60,10 @@ def test_the_attack_raises_the_segmentation_loss_and_keeps_models_as_they_were(s
     assert all(torch.equal(gamma_only.modulations[n][1], start[n][1].detach()) for n in G.layer_names)
 
 
-class TinyBackbone(nn.Module):
-    out_channels = 32
-
-    def __init__(self):
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-                                  nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU())
-
-    def forward(self, x):
-        return OrderedDict([("0", self.body(x))])
-
-
-def test_detection_attack_uses_the_detector_loss_without_touching_batchnorm(setup):
-    from torchvision.models.detection import FCOS
-    from torchvision.models.detection.anchor_utils import AnchorGenerator
-
+def test_detection_attack_uses_the_detector_loss_without_touching_batchnorm(setup, tiny_fcos):
     G, data, segmap, z = setup
     torch.manual_seed(3)
-    detector = FCOS(TinyBackbone(), num_classes=11, min_size=64, max_size=64,
-                    anchor_generator=AnchorGenerator(sizes=((16,),), aspect_ratios=((1.0,),))).eval()
+    detector = tiny_fcos().eval()
     bn = detector.backbone.body[1]
     stats = (bn.running_mean.clone(), bn.running_var.clone(), int(bn.num_batches_tracked))
     result = spade_attack.spade_attack(G, segmap, detector, task="detection", targets=data.targets(), eps=0.05,

@@ -1,5 +1,4 @@
 """The one training loop on the segmentation and detection tasks (MNIST scenes)."""
-from collections import OrderedDict
 
 import pytest
 import torch
@@ -24,25 +23,9 @@ def test_segmentation_task_learns_the_label_maps(scene_set):
     assert history["train_accuracy"][-1] > 0.9          # pixel accuracy (background dominates)
 
 
-class TinyBackbone(nn.Module):
-    out_channels = 32
-
-    def __init__(self):
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-                                  nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU())
-
-    def forward(self, x):
-        return OrderedDict([("0", self.body(x))])
-
-
-def test_detection_task_trains_a_torchvision_detector(scene_set):
-    from torchvision.models.detection import FCOS
-    from torchvision.models.detection.anchor_utils import AnchorGenerator
-
+def test_detection_task_trains_a_torchvision_detector(scene_set, tiny_fcos):
     torch.manual_seed(0)
-    detector = FCOS(TinyBackbone(), num_classes=11, min_size=64, max_size=64,
-                    anchor_generator=AnchorGenerator(sizes=((16,),), aspect_ratios=((1.0,),)))
+    detector = tiny_fcos()
     history = training.train_classifier(detector, scene_set, epochs=2, batch_size=16, lr=1e-3, task="detection",
                                         progress=False)
     assert history["train_accuracy"] == [None, None] and history["loss"][-1] < history["loss"][0]
@@ -58,10 +41,7 @@ def test_unknown_task_is_named(scene_set):
 
 
 @pytest.mark.parametrize("task", ["segmentation", "detection"])
-def test_spade_gat_mode_adds_as_many_attack_iterates_as_clean_scenes(scene_set, task):
-    from torchvision.models.detection import FCOS
-    from torchvision.models.detection.anchor_utils import AnchorGenerator
-
+def test_spade_gat_mode_adds_as_many_attack_iterates_as_clean_scenes(scene_set, task, tiny_fcos):
     from gatlib.generators.spade import SPADEGenerator
     from gatlib.spade_gat import SpadeGATMode
 
@@ -71,8 +51,7 @@ def test_spade_gat_mode_adds_as_many_attack_iterates_as_clean_scenes(scene_set, 
     if task == "segmentation":
         model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 11, 3, padding=1))
     else:
-        model = FCOS(TinyBackbone(), num_classes=11, min_size=64, max_size=64,
-                     anchor_generator=AnchorGenerator(sizes=((16,),), aspect_ratios=((1.0,),)))
+        model = tiny_fcos()
     mode = SpadeGATMode(G, scene_set, task, eps=0.01, iterates=3)
     model.train()
     images, targets = training.TASKS[task].batch(scene_set, torch.arange(4), "cpu")

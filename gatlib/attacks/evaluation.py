@@ -3,7 +3,6 @@ several seeds — the supplementary's "average number of iterations" table, for 
 from __future__ import annotations
 
 import pandas as pd
-import torch
 
 from ..oracles import preservation_of_attack
 from .latent import MOVES, attack_batches, class_labels

@@ -180,7 +180,6 @@ def latent_attack(G, classifier: nn.Module, styles, noises: list, labels: Tensor
             noises[index] = noises[index].expand(batch, *noises[index].shape[1:]).clone()
 
     targeted = target is not None
-    images = torch.empty(0)
     with _attack_mode(G, classifier), torch.no_grad():
         cache = G.cache(styles, noises, start, noise_space=noise_space) if start > 0 else None
 

@@ -19,10 +19,7 @@ highest success rate and sets ``meets_preservation = None``.
 """
 from __future__ import annotations
 
-import math
-
 import pandas as pd
-import torch
 
 from ..oracles import preservation_of_attack
 from .latent import attack_batches, class_labels

@@ -282,16 +282,10 @@ def load_nvlabs(path: str | Path, crop_size: int = 256, aspect_ratio: float = 1.
     """An NVlabs SPADE ``latest_net_G.pth`` (a state dict; read with ``weights_only=True``) as a
     :class:`SPADEGenerator` in eval mode. COCO-stuff's model: ``label_nc = 184`` (182 labels +
     dontcare + instance edges), ``crop_size=256``, ``normal`` upsampling, no z."""
+    from ..classifiers import load_state_dict_file   # missing / corrupt / not-tensors errors, "module." stripped
+
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"SPADE checkpoint {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for truncated / foreign files
-        raise ValueError(f"{path} could not be read as a PyTorch state dict: {err}") from err
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ValueError(f"{path} is not a state dict (a mapping of tensors)")
-    state = {key.removeprefix("module."): value for key, value in state.items()}   # DataParallel saves
+    state = load_state_dict_file(path)
     state = _fold_spectral_norm(state)
     config = config_from_state_dict(state, crop_size, aspect_ratio, num_upsampling_layers)
     G = SPADEGenerator(**config)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import random
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from torch import nn
 from torch.nn.utils import spectral_norm
 from tqdm.auto import tqdm
 
-from ..training import _save_atomic
+from ..resumable import SaveSchedule, save_atomic
 from .spade import SPADEGenerator, one_hot
 
 
@@ -157,7 +156,7 @@ def _load_state(recipe: SpadeRecipe, path: Path) -> dict:
 
 
 def _save_state(state: dict, recipe: SpadeRecipe, path: Path) -> None:
-    _save_atomic({"recipe": _recipe_dict(recipe),
+    save_atomic({"recipe": _recipe_dict(recipe),
                   **{key: state[key].state_dict() for key in ("G", "D", "opt_G", "opt_D")},
                   **{key: state[key] for key in ("step", "train_seconds", "history")},
                   "torch_rng": torch.get_rng_state()}, path)
@@ -180,9 +179,8 @@ def train_spade(recipe: SpadeRecipe, scenes, state_path: str | Path, max_minutes
     images = scenes.images * 2 - 1                 # the generator's range
     maps = scenes.masks
     batch = recipe.batch_size
-    started = last_save = time.time()
+    schedule = SaveSchedule(recipe.checkpoint_minutes, max_minutes, max_steps)
     bar = tqdm(total=recipe.total_steps, initial=state["step"], desc="SPADE", disable=not progress)
-    steps_this_call = 0
     while state["step"] < recipe.total_steps:
         step = state["step"]
         index = torch.randint(len(images), (batch,))
@@ -214,7 +212,6 @@ def train_spade(recipe: SpadeRecipe, scenes, state_path: str | Path, max_minutes
             raise FloatingPointError(f"SPADE training diverged at step {step} (loss_D={loss_D.item()}, "
                                      f"loss_G={loss_G.item()}); the last good state is in {state_path}")
         state["step"] += 1
-        steps_this_call += 1
         bar.update(1)
         if step % 50 == 0:
             history = state["history"]
@@ -223,17 +220,13 @@ def train_spade(recipe: SpadeRecipe, scenes, state_path: str | Path, max_minutes
             history["loss_D"].append(loss_D.item())
             history["feature_matching"].append(float(loss_fm.detach()))
             bar.set_postfix(loss_G=f"{loss_gan.item():.3f}", loss_D=f"{loss_D.item():.3f}", fm=f"{float(loss_fm.detach()):.3f}")
-        now = time.time()
-        out_of_time = max_minutes is not None and now - started >= max_minutes * 60
-        out_of_steps = max_steps is not None and steps_this_call >= max_steps
-        if now - last_save >= recipe.checkpoint_minutes * 60 or out_of_time or out_of_steps:
-            state["train_seconds"] += now - last_save
-            last_save = now
+        save, stop = schedule.tick(state)
+        if save:
             _save_state(state, recipe, state_path)
-        if out_of_time or out_of_steps:
+        if stop:
             break
     else:
-        state["train_seconds"] += time.time() - last_save
+        schedule.finish(state)
         _save_state(state, recipe, state_path)
     bar.close()
     G.eval()

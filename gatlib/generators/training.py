@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import random
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..resumable import SaveSchedule, save_atomic
 from .stylegan2 import Discriminator, Generator, from_unit_range
 
 
@@ -62,12 +61,6 @@ class GANRecipe:
 
     def discriminator(self) -> Discriminator:
         return Discriminator(self.resolution, self.num_classes, channels={int(k): v for k, v in self.channels.items()})
-
-
-def _save_atomic(payload: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
 
 
 def mixed_styles(G: Generator, z: torch.Tensor, c: torch.Tensor, mixing_prob: float):
@@ -152,7 +145,7 @@ def _recipe_dict(recipe: GANRecipe) -> dict:
 
 def _save_state(state: dict, recipe: GANRecipe, path: Path) -> None:
     numpy_state = np.random.get_state()
-    _save_atomic({
+    save_atomic({
         "recipe": _recipe_dict(recipe),
         **{key: state[key].state_dict() for key in ("G", "D", "G_ema", "opt_G", "opt_D")},
         **{key: state[key] for key in ("step", "images_seen", "train_seconds", "history")},
@@ -180,11 +173,9 @@ def train_gan(recipe: GANRecipe, train_set, state_path: str | Path, max_minutes:
     batch = recipe.batch_size
     total_images = int(recipe.total_kimg * 1000)
     ema_beta_full = 0.5 ** (batch / max(recipe.ema_kimg * 1000, 1e-8))
-    started = time.time()
-    last_save = started
+    schedule = SaveSchedule(recipe.checkpoint_minutes, max_minutes, max_steps)
     bar = tqdm(total=total_images, initial=state["images_seen"], unit="img", unit_scale=True,
                desc="StyleGAN2", disable=not progress)
-    steps_this_call = 0
 
     while state["images_seen"] < total_images:
         step = state["step"]
@@ -229,7 +220,6 @@ def train_gan(recipe: GANRecipe, train_set, state_path: str | Path, max_minutes:
                                      f"loss_G={loss_G.item()}); the last good state is in {state_path}")
         state["step"] += 1
         state["images_seen"] += batch
-        steps_this_call += 1
         bar.update(batch)
         if step % 50 == 0:
             history = state["history"]
@@ -242,17 +232,13 @@ def train_gan(recipe: GANRecipe, train_set, state_path: str | Path, max_minutes:
             history["D_fake"].append(logits_fake.mean().item())
             bar.set_postfix(loss_G=f"{loss_G.item():.3f}", loss_D=f"{loss_D.item():.3f}")
 
-        now = time.time()
-        out_of_time = max_minutes is not None and now - started >= max_minutes * 60
-        out_of_steps = max_steps is not None and steps_this_call >= max_steps
-        if now - last_save >= recipe.checkpoint_minutes * 60 or out_of_time or out_of_steps:
-            state["train_seconds"] += now - last_save
-            last_save = now
+        save, stop = schedule.tick(state)
+        if save:
             _save_state(state, recipe, state_path)
-        if out_of_time or out_of_steps:
+        if stop:
             break
     else:
-        state["train_seconds"] += time.time() - last_save
+        schedule.finish(state)
         _save_state(state, recipe, state_path)
     bar.close()
     state["done"] = state["images_seen"] >= total_images
