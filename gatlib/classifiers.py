@@ -202,18 +202,27 @@ def load_state_dict_file(path: str | Path) -> dict:
     return _unwrap_state_dict(obj, path)
 
 
+PAPER_ARCHS = ("inception_v3", "resnet50", "resnet18", "resnet18_cifar")
+
+
 def paper_classifier(arch: str, num_classes: int, state_dict_path: str | Path | None = None) -> nn.Module:
-    """torchvision ``inception_v3``, ``resnet50`` or ``resnet18`` (``weights=None``; ResNet-18 for the
-    Colab CIFAR-10 run) for the ``paper`` profile, with
-    ImageNet normalisation inside; filled from ``state_dict_path`` when given (strict loading)."""
+    """torchvision ``inception_v3``, ``resnet50``, ``resnet18`` or ``resnet18_cifar`` (``weights=None``)
+    for the ``paper`` profile, with ImageNet normalisation inside; filled from ``state_dict_path``
+    when given (strict loading). ``resnet18_cifar`` is torchvision's ResNet-18 with the usual 32 px
+    stem (a 3x3 stride-1 first convolution, no max-pool; the same state-dict keys): the plain
+    ImageNet stem shrinks a 32 px image to 8 px before the first block and costs CIFAR-10 accuracy."""
     import torchvision.models as models
 
     if arch == "inception_v3":
         net = models.inception_v3(weights=None, num_classes=num_classes, aux_logits=False, init_weights=False)
     elif arch in ("resnet50", "resnet18"):
         net = getattr(models, arch)(weights=None, num_classes=num_classes)
+    elif arch == "resnet18_cifar":
+        net = models.resnet18(weights=None, num_classes=num_classes)
+        net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        net.maxpool = nn.Identity()
     else:
-        raise ValueError(f"paper classifier must be 'inception_v3', 'resnet50' or 'resnet18', got {arch!r}")
+        raise ValueError(f"paper classifier must be one of {', '.join(PAPER_ARCHS)}, got {arch!r}")
     if state_dict_path is not None:
         state = load_state_dict_file(state_dict_path)
         state = {k: v for k, v in state.items() if not k.startswith("AuxLogits.")}  # we build without the aux head
@@ -222,6 +231,19 @@ def paper_classifier(arch: str, num_classes: int, state_dict_path: str | Path | 
         except RuntimeError as err:
             raise ValueError(f"{state_dict_path} does not fit torchvision {arch} with {num_classes} classes: {err}") from err
     return nn.Sequential(Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]), net)
+
+
+def save_paper_classifier(model: nn.Module, path: str | Path) -> Path:
+    """Save a ``paper_classifier`` model as the torchvision state dict ``paper_classifier`` reads back
+    (the normalisation in front holds no weights), atomically: a run stopped mid-write keeps the old file."""
+    from .resumable import save_atomic
+
+    if not (isinstance(model, nn.Sequential) and isinstance(model[0], Normalize)):
+        raise TypeError("save_paper_classifier expects a model built by classifiers.paper_classifier")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_atomic({k: v.detach().cpu() for k, v in model[1].state_dict().items()}, path)
+    return path
 
 
 def chapter_classifier(name: str, arch: str, num_classes: int, path: str | Path = "", device="cpu") -> nn.Module:

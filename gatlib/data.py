@@ -69,6 +69,16 @@ class ImageSet(Dataset):
         order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:count]
         return type(self)(self.images[order], self.labels[order], name=f"{self.name}[{count}]")
 
+    def split_off(self, count: int, seed: int = 0):
+        """``(rest, held_out)``: ``count`` seeded random samples held out (e.g. to monitor training)
+        and every other sample, disjoint; ``count`` of 0 holds out nothing."""
+        if count < 0 or count >= len(self):
+            raise ValueError(f"{self.name}: cannot hold out {count} of {len(self)} samples")
+        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
+        rest, held = order[count:], order[:count]
+        return (type(self)(self.images[rest], self.labels[rest], name=f"{self.name}[rest]"),
+                type(self)(self.images[held], self.labels[held], name=f"{self.name}[held out {count}]"))
+
     def class_counts(self, num_classes: int | None = None) -> np.ndarray:
         num_classes = num_classes or max(NUM_CLASSES, int(self.labels.max()) + 1)
         return np.bincount(self.labels.numpy(), minlength=num_classes)
@@ -234,12 +244,16 @@ def _folder_loader(name: str, default_resolution: int) -> Callable:
     return load
 
 
-def cifar10(split: str = "train", root: str | Path | None = None) -> ImageSet:
+def cifar10(split: str = "train", root: str | Path | None = None, resolution: int = 32) -> ImageSet:
     """CIFAR-10 ``train`` (50k) or ``test`` (10k) from ``root`` (the folder holding
     ``cifar-10-batches-py/``, as torchvision downloads it; nothing is downloaded here), 32x32 RGB in
-    [0, 1] — the data of the Colab flagship with NVlabs' conditional CIFAR-10 StyleGAN2-ADA."""
+    [0, 1] — the data of the Colab flagship with NVlabs' conditional CIFAR-10 StyleGAN2-ADA.
+    ``resolution`` is checked, not applied: a chapter asking for CIFAR-10 at another size has the
+    wrong generator."""
     from torchvision import datasets
 
+    if resolution != 32:
+        raise ValueError(f"CIFAR-10 is 32x32; asked for {resolution} px (is the generator a CIFAR-10 one?)")
     if split not in ("train", "test"):
         raise ValueError(f"CIFAR-10 split must be 'train' or 'test', got {split!r}")
     if root is None:

@@ -35,7 +35,32 @@ def standard_mode(model, images, labels, step):
     return images, labels
 
 
-MODES: dict[str, Mode] = {"standard": standard_mode}
+def crop_flip_mode(padding: int = 4, seed: int = 0) -> Mode:
+    """The standard CIFAR augmentation as a mode: every image of the batch shifted by a random crop of
+    its reflection-padded copy (up to ``padding`` pixels each way) and mirrored with probability 1/2.
+    The draws depend only on (seed, step), so a resumed run sees the same batches."""
+    if padding < 0:
+        raise ValueError(f"padding must be non-negative, got {padding}")
+
+    def mode(model, images, labels, step):
+        batch, channels, height, width = images.shape
+        draws = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        dy = torch.randint(0, 2 * padding + 1, (batch,), generator=draws).to(images.device)
+        dx = torch.randint(0, 2 * padding + 1, (batch,), generator=draws).to(images.device)
+        flip = (torch.rand(batch, generator=draws) < 0.5).to(images.device)
+        padded = F.pad(images, (padding,) * 4, mode="reflect") if padding else images
+        rows = dy[:, None] + torch.arange(height, device=images.device)[None]
+        cols = dx[:, None] + torch.arange(width, device=images.device)[None]
+        cols = torch.where(flip[:, None], cols.flip(1), cols)
+        out = padded[torch.arange(batch, device=images.device)[:, None, None, None],
+                     torch.arange(channels, device=images.device)[None, :, None, None],
+                     rows[:, None, :, None], cols[:, None, None, :]]
+        return out, labels
+
+    return mode
+
+
+MODES: dict[str, Mode] = {"standard": standard_mode, "crop_flip": crop_flip_mode()}
 
 
 def register_mode(name: str, mode: Mode) -> None:

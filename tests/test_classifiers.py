@@ -51,7 +51,7 @@ def test_paper_classifier_errors_name_the_file(tmp_path):
     torch.save({"fc.weight": torch.zeros(5, 2048), "fc.bias": torch.zeros(5)}, tmp_path / "wrong.pth")
     with pytest.raises(ValueError, match="does not fit torchvision resnet50"):
         classifiers.paper_classifier("resnet50", 3, tmp_path / "wrong.pth")
-    with pytest.raises(ValueError, match="'inception_v3', 'resnet50' or 'resnet18'"):
+    with pytest.raises(ValueError, match="one of inception_v3, resnet50, resnet18, resnet18_cifar, got 'vgg16'"):
         classifiers.paper_classifier("vgg16", 3)
 
 
@@ -89,3 +89,15 @@ def test_zoo_classifiers_reach_the_accuracy_the_manifest_records():
         assert recorded >= 0.99, f"{name}: the attacked classifier must reach 99% on MNIST test"
         measured = classifiers.accuracy(zoo.load(name), test_set.subset(2000, seed=0))
         assert abs(measured - recorded) < 0.01
+
+
+def test_save_paper_classifier_round_trips_and_refuses_other_models(tmp_path):
+    torch.manual_seed(0)
+    model = classifiers.paper_classifier("resnet18_cifar", 4).eval()
+    path = classifiers.save_paper_classifier(model, tmp_path / "sub" / "f.pt")
+    probe = torch.rand(2, 3, 32, 32)
+    assert torch.allclose(classifiers.paper_classifier("resnet18_cifar", 4, path).eval()(probe), model(probe))
+    with pytest.raises(ValueError, match="does not fit torchvision resnet18"):   # the CIFAR stem is not ImageNet's
+        classifiers.paper_classifier("resnet18", 4, path)
+    with pytest.raises(TypeError, match="paper_classifier"):
+        classifiers.save_paper_classifier(torch.nn.Linear(2, 2), tmp_path / "g.pt")

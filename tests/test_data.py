@@ -126,3 +126,19 @@ def test_cifar10_reads_the_python_batches_torchvision_downloads(tmp_path, monkey
     monkeypatch.undo()
     with pytest.raises(FileNotFoundError, match="cifar-10-batches-py"):
         data.cifar10("train", root=tmp_path / "elsewhere")
+
+
+def test_split_off_holds_out_disjoint_samples():
+    images = torch.rand(10, 1, 32, 32)
+    labels = torch.arange(10)
+    rest, held = data.DigitDataset(images, labels, name="ten").split_off(3, seed=1)
+    assert len(rest) == 7 and len(held) == 3
+    assert sorted(rest.labels.tolist() + held.labels.tolist()) == list(range(10))
+    assert torch.equal(held.labels, data.DigitDataset(images, labels).split_off(3, seed=1)[1].labels)
+    with pytest.raises(ValueError, match="cannot hold out 10 of 10"):
+        data.DigitDataset(images, labels, name="ten").split_off(10)
+
+
+def test_cifar10_refuses_another_resolution(tmp_path):
+    with pytest.raises(ValueError, match="CIFAR-10 is 32x32; asked for 256"):
+        data.cifar10("test", root=tmp_path, resolution=256)

@@ -84,3 +84,78 @@ def test_paper_sweeps_name_only_parameters_the_chapters_have(name, tmp_path):
     for run in runs:
         if run.path.stem == "02_latent_attacks":
             assert run.parameters["classifier_path"] and run.parameters["generator"]
+        if run.path.stem == "04_adversarial_training" and run.parameters.get("retrain"):
+            assert run.parameters["save_dir"] and run.parameters["data_root"]
+    if name == "colab-cifar10.yaml":   # chapter 02 attacks the Original that chapter 04 saves
+        chapters = [run.path.stem for run in runs]
+        assert chapters.index("04_adversarial_training") < chapters.index("02_latent_attacks")
+        trained = next(r for r in runs if r.path.stem == "04_adversarial_training").parameters["save_dir"]
+        attacked = next(r for r in runs if r.path.stem == "02_latent_attacks").parameters["classifier_path"]
+        assert attacked.startswith(trained)
+
+
+def _image_folder(root: Path, per_class: dict) -> None:
+    """``root/{train,test}/<class>/*.png``: 32x32 RGB images, class 'dark' darker than class 'light'."""
+    from PIL import Image
+
+    generator = torch.Generator().manual_seed(0)
+    for split, count in per_class.items():
+        for label, (name, base) in enumerate((("dark", 0.25), ("light", 0.75))):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = (base + 0.2 * (torch.rand(32, 32, 3, generator=generator) - 0.5)).clamp(0, 1)
+                Image.fromarray((pixels * 255).byte().numpy()).save(folder / f"{i}.png")
+
+
+def test_paper_training_saves_every_model_and_refuses_another_recipe(tmp_path):
+    """gatlib.paper_training on its own: the Original trained from scratch and a GAT row fine-tuned
+    from it land in save_dir as state dicts paper_classifier reads; a rerun loads them; a rerun with
+    another recipe is refused."""
+    from gatlib import data, finetune, paper_training
+
+    _rgb_generator(tmp_path / "g.pt", num_classes=2)
+    G = zoo.generator(str(tmp_path / "g.pt"))
+    _image_folder(tmp_path / "data", {"train": 24})
+    train_set, curve_set = data.materialize(data.dataset("lsun", "train", root=tmp_path / "data", resolution=32)
+                                            ).split_off(8, seed=0)
+    settings = dict(steps=2, batch_size=8, pool_size=8, refresh_every=1, eval_every=1, curve_samples=4,
+                    eps=0.004, delta=0.2, generator=str(tmp_path / "g.pt"))
+    kwargs = dict(arch="resnet18_cifar", num_classes=2, G=G, train_set=train_set, curve_set=curve_set,
+                  original_settings={"epochs": 1, "batch_size": 8}, save_dir=tmp_path / "models", progress=False)
+    rows = paper_training.trained_rows(["original", "gat"], [0], **kwargs, **settings)
+    assert rows.sources["original"] == ["trained in this run"] and rows.sources["gat"] == ["trained in this run"]
+    for name in ("original-s0", "gat-s0"):
+        reloaded = classifiers.paper_classifier("resnet18_cifar", 2, tmp_path / "models" / f"{name}.pt").eval()
+        model = rows.models[name.split("-")[0]][0]
+        probe = torch.rand(3, 3, 32, 32)
+        assert torch.allclose(reloaded(probe), model.cpu()(probe), atol=1e-5)
+    again = paper_training.trained_rows(["original", "gat"], [0], **kwargs, **settings)
+    assert all(source.startswith("saved by an earlier run") for source in again.sources["original"] + again.sources["gat"])
+    with pytest.raises(ValueError, match="another recipe.*steps"):
+        paper_training.trained_rows(["original", "gat"], [0], **kwargs, **{**settings, "steps": 3})
+    cost = paper_training.cost_table(rows, "cpu")
+    assert cost["row"].iloc[-1] == "total" and cost["hours"].iloc[-1] > 0
+    assert finetune.TABLE_ROWS[0] == "original"
+
+
+@pytest.mark.notebooks
+def test_chapter_04_trains_table_1_on_the_paper_profile(tmp_path):
+    """Chapter 04 on `paper` with retrain=True — the Colab flagship's path: a class-conditional RGB
+    generator, the user's image folders, a ResNet-18 (CIFAR stem) trained from scratch, every row
+    fine-tuned and saved to save_dir; only the sizes are small."""
+    _rgb_generator(tmp_path / "generator.pt", num_classes=2)
+    _image_folder(tmp_path / "data", {"train": 24, "test": 8})
+    overrides = {"generator": str(tmp_path / "generator.pt"), "retrain": True, "classifier_arch": "resnet18_cifar",
+                 "num_classes": 2, "data_root": str(tmp_path / "data"), "save_dir": str(tmp_path / "models"),
+                 "seeds": [0], "steps": 2, "batch_size": 8, "pool_size": 8, "refresh_every": 1, "eval_every": 1,
+                 "curve_samples": 4, "curve_images": 8, "eval_samples": 6, "original_epochs": 1,
+                 "figure_count": 2, "device": "cpu"}
+    result = runbook.run_notebook(ROOT / "notebooks" / "04_adversarial_training.md", profile="paper",
+                                  runs_dir=tmp_path / "runs", overrides=overrides)
+    assert result["status"] == "ok", result.get("error")
+    numbers = result["numbers"]
+    assert numbers["paper_training.hours"] > 0
+    assert {"table1.original.clean", "table1.gat.adversarial", "table1.control_real.transfer"} <= set(numbers)
+    saved = sorted(p.name for p in (tmp_path / "models").glob("*.pt"))
+    assert saved == ["control-generated-s0.pt", "control-real-s0.pt", "gat-s0.pt", "original-s0.pt"]

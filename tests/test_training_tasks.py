@@ -65,3 +65,21 @@ def test_spade_gat_mode_adds_as_many_attack_iterates_as_clean_scenes(scene_set, 
     assert len(history["loss"]) == 1 and len(mode.log) == 3
     with pytest.raises(ValueError, match="segmentation or detection"):
         SpadeGATMode(G, scene_set, "classification")
+
+
+def test_crop_flip_mode_shifts_and_mirrors_each_image_reproducibly():
+    images = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
+    labels = torch.tensor([0, 1])
+    mode = training.crop_flip_mode(padding=2, seed=1)
+    out, same_labels = mode(None, images, labels, step=5)
+    assert out.shape == images.shape and torch.equal(same_labels, labels)
+    assert torch.equal(out, mode(None, images, labels, step=5)[0])          # (seed, step) fixes the draw
+    unpadded = training.crop_flip_mode(padding=0)(None, images, labels, 0)[0]   # no shift: itself or its mirror
+    assert all(torch.equal(unpadded[i], images[i]) or torch.equal(unpadded[i], images[i].flip(-1)) for i in range(2))
+    # every output is a window of the reflect-padded image, possibly mirrored
+    padded = torch.nn.functional.pad(images, (2,) * 4, mode="reflect")
+    for i in range(2):
+        windows = [padded[i, :, y:y + 8, x:x + 8] for y in range(5) for x in range(5)]
+        assert any(torch.equal(out[i], w) or torch.equal(out[i], w.flip(-1)) for w in windows)
+    draws = {tuple(mode(None, images, labels, step)[0][0, 0, 0, :2].tolist()) for step in range(20)}
+    assert len(draws) > 3                                                   # it does move
