@@ -92,3 +92,30 @@ def smoke_book(smoke_runs, tmp_path_factory):
                                 "--build-dir", str(build), "--root", str(root)],
                                capture_output=True, text=True, timeout=900)
     return SimpleNamespace(completed=completed, build=build, html=build / "html")
+
+
+@pytest.fixture
+def paper_chapter_02(tmp_path):
+    """Runs chapter 02 on the `paper` profile against a generator file a test wrote (any format the
+    loaders read): a torchvision ResNet-18 (CIFAR stem) state dict with ``num_classes`` outputs is
+    made beside it; only the sizes are small. Returns the run's result."""
+    from pathlib import Path
+
+    from gatlib import classifiers, runbook
+
+    root = Path(__file__).resolve().parent.parent
+
+    def run(generator_path, num_classes: int, **overrides):
+        torch.manual_seed(4)
+        classifier = classifiers.save_paper_classifier(classifiers.paper_classifier("resnet18_cifar", num_classes),
+                                                       tmp_path / "classifier.pt")
+        result = runbook.run_notebook(
+            root / "notebooks" / "02_latent_attacks.md", profile="paper", runs_dir=tmp_path / "runs",
+            overrides={"generator": str(generator_path), "classifier_path": str(classifier),
+                       "classifier_arch": "resnet18_cifar", "num_classes": num_classes, "samples": 12,
+                       "figure_count": 2, "device": "cpu", **overrides})
+        assert result["status"] == "ok", result.get("error")
+        return result
+
+    return run
+

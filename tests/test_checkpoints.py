@@ -856,9 +856,9 @@ def nvlabs_env(monkeypatch, tmp_path):
     return types.SimpleNamespace(marker=marker, EasyDict=EasyDict)
 
 
-def _nvlabs_generator(env, c_dim=0, conv_clamp=None, seed=0):
+def _nvlabs_generator(env, c_dim=0, conv_clamp=None, seed=0, resolution=16):
     torch.manual_seed(seed)
-    G = NVGenerator(z_dim=12, c_dim=c_dim, w_dim=16, img_resolution=16, img_channels=3,
+    G = NVGenerator(z_dim=12, c_dim=c_dim, w_dim=16, img_resolution=resolution, img_channels=3,
                     mapping_kwargs=env.EasyDict(num_layers=2),
                     synthesis_kwargs=env.EasyDict(channel_base=256, channel_max=32, num_fp16_res=4,
                                                   conv_clamp=conv_clamp)).eval()
@@ -873,7 +873,8 @@ def _nvlabs_snapshot(env, path, G_ema, protocol=pickle.DEFAULT_PROTOCOL):
     data = dict(training_set_kwargs=dict(env.EasyDict(class_name="training.dataset.ImageFolderDataset",
                                                       path="~/datasets/cifar10.zip", use_labels=True,
                                                       max_size=50000, xflip=False, resolution=16)),
-                G=_nvlabs_generator(env, G_ema.c_dim, seed=5), D=Discriminator(), G_ema=G_ema,
+                G=_nvlabs_generator(env, G_ema.c_dim, seed=5, resolution=G_ema.img_resolution), D=Discriminator(),
+                G_ema=G_ema,
                 augment_pipe=AugmentPipe())
     with open(path, "wb") as f:
         pickle.dump(data, f, protocol=protocol)
@@ -1112,3 +1113,15 @@ def test_zoo_trainings_that_finish_together_keep_every_manifest_entry(tmp_path):
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert sorted(manifest) == sorted(f"w{w}-{i}" for w in range(3) for i in range(8))
     assert all((tmp_path / f"{name}.pt").is_file() for name in manifest)
+
+
+@pytest.mark.notebooks
+def test_nvlabs_cifar10_layout_runs_chapter_02_on_the_paper_profile(nvlabs_env, tmp_path, paper_chapter_02):
+    """The Colab flagship's generator file in miniature: a stylegan2-ada-pytorch snapshot with
+    CIFAR-10's layout (conditional, c_dim=10, 32x32 RGB, conv_clamp=256) through chapter 02's attack."""
+    path = tmp_path / "cifar10.pkl"
+    _nvlabs_snapshot(nvlabs_env, path, _nvlabs_generator(nvlabs_env, c_dim=10, conv_clamp=256, resolution=32))
+    result = paper_chapter_02(path, num_classes=10)
+    assert not nvlabs_env.marker.exists()
+    assert any("success" in key for key in result["numbers"]), sorted(result["numbers"])[:20]
+

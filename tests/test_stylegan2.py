@@ -390,6 +390,20 @@ def test_conv_clamp_and_const_noise():
     huge = Generator(**kw, conv_clamp=1e9).eval()
     huge.load_state_dict(free.state_dict())
     torch.testing.assert_close(huge.synthesize(styles, noises), a)
+    # the attacks differentiate through a clamped generator (NVlabs' CIFAR-10 model has conv_clamp=256):
+    # the gradient equals that of an unclamped one where nothing is clipped
+    for G in (huge, free):
+        with torch.no_grad():   # leaf styles, as the attacks have them
+            y = G.styles(G.mapping(torch.randn(2, 4, generator=torch.Generator().manual_seed(1))))
+        for t in y.tensors(torgb=True):
+            t.requires_grad_()
+        G.synthesize(y, noises).square().sum().backward()
+        grads = [t.grad for t in y.tensors(torgb=True)]
+        if G is huge:
+            clamped_grads = grads
+    assert all(g is not None and g.abs().sum() > 0 for g in grads)
+    for got, want in zip(clamped_grads, grads):
+        torch.testing.assert_close(got, want)
     # fixed noise images: non-persistent buffers, broadcast over the batch
     assert free.const_noise() is None
     fixed = [torch.randn(r, r) for r in free.conv_resolutions]

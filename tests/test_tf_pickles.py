@@ -533,3 +533,20 @@ def test_unsupported_tf_networks_are_named(tf_env, tmp_path):
     with pytest.raises(CheckpointError):
         load_generator(path)
     assert not tf_env.marker.exists()
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("version", ["stylegan1", "stylegan2"])
+def test_tf_pickles_run_chapter_02_on_the_paper_profile(tf_env, tmp_path, paper_chapter_02, version):
+    """A TF-era pickle of each version goes through chapter 02's attack end to end (issue: the
+    paper's own generators on the paper profile): class-conditional, 3 classes, the paper's steps."""
+    if version == "stylegan1":
+        Gs = v1_network(tf_env, v1_model(num_classes=3), {"truncation_cutoff": 4})
+    else:
+        Gs = sg2_network(tf_env, sg2_model(num_classes=3))
+    path = tmp_path / f"{version}-tiny.pkl"
+    write_snapshot(tf_env, path, Gs)
+    result = paper_chapter_02(path, num_classes=3)
+    assert not tf_env.marker.exists()                   # the notebook's loader executed nothing either
+    assert result["parameters"]["eps"] == 0.004 and result["parameters"]["delta"] == 0.2
+    assert any("success" in key for key in result["numbers"]), sorted(result["numbers"])[:20]

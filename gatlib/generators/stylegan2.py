@@ -346,7 +346,8 @@ class ModulatedConv(nn.Module):
         if noise is not None:
             x = x.add_(noise * self.noise_strength if noise_space == "input" else noise)
         x = F.leaky_relu(x, LRELU_SLOPE, inplace=True)
-        return x if self.act_clamp is None else x.clamp_(-self.act_clamp, self.act_clamp)
+        # out of place: the in-place leaky ReLU above keeps its output for the backward pass
+        return x if self.act_clamp is None else x.clamp(-self.act_clamp, self.act_clamp)
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}->{self.out_channels}, resolution={self.resolution}, up={self.up}"
