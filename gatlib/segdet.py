@@ -9,8 +9,8 @@ The paper segments COCO-stuff with DeepLab-v2 and detects objects with a standar
   full resolution and trains in minutes on a CPU.
 * **detector** — torchvision's FCOS (anchor-free, one stage: its loss is a deterministic function
   of the image, unlike Faster R-CNN's sampled proposals, so attack gradients are not random) on a
-  ResNet-18 FPN backbone built with ``weights=None``, at ``min_size = max_size = 64`` (torchvision's
-  default 800 would upscale the canvas 12x).
+  small backbone (a ResNet-18 trunk up to layer3 and a 64-channel FPN, ``weights=None``), at
+  ``min_size = max_size = 64`` (torchvision's default 800 would upscale the canvas 12x).
 
 Metrics (torchmetrics): pixel accuracy over all pixels and over foreground (digit) pixels, mean IoU
 over the 11 classes (:func:`segmentation_metrics`); mAP@[.5:.95] and AP50 (:func:`detection_metrics`,
@@ -56,18 +56,25 @@ class SmallUNet(nn.Module):
         return self.head(d1)
 
 
-def detector(num_classes: int = NUM_CLASSES, size: int = 64, trainable_layers: int = 5) -> nn.Module:
-    """torchvision FCOS on a ResNet-18 FPN (``weights=None``), at ``min_size = max_size = size``,
-    with anchor sizes for digits of 10–40 pixels (one size per FPN level). Grey images are repeated
-    to RGB by the callers (``gatlib.training.DetectionTask``, ``gatlib.attacks.spade``)."""
+def detector(num_classes: int = NUM_CLASSES, size: int = 64, fpn_channels: int = 64) -> nn.Module:
+    """torchvision FCOS (``weights=None``) at ``min_size = max_size = size`` on a small backbone: a
+    ResNet-18 trunk up to ``layer3`` (strides 8 and 16 feed the FPN; ``layer4`` is dropped: at
+    64 px it would see 2x2 maps) with torchvision's frozen BatchNorm (an identity from scratch,
+    so the attacks cannot move BN statistics), an FPN of ``fpn_channels`` channels plus P6/P7, and
+    one anchor size per level for digits of 8–64 pixels. 3.3 M parameters, about 4x faster per
+    training step on a CPU than the stock 256-channel ResNet-18 FPN (19 M). Grey images are
+    repeated to RGB by the callers (``gatlib.training.DetectionTask``, ``gatlib.attacks.spade``)."""
+    from torchvision.models import resnet18
     from torchvision.models.detection import FCOS
     from torchvision.models.detection.anchor_utils import AnchorGenerator
-    from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+    from torchvision.models.detection.backbone_utils import BackboneWithFPN
     from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+    from torchvision.ops.misc import FrozenBatchNorm2d
 
-    backbone = resnet_fpn_backbone(backbone_name="resnet18", weights=None, trainable_layers=trainable_layers,
-                                   returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(256, 256))
-    anchors = AnchorGenerator(sizes=((8,), (16,), (32,), (64,), (128,)), aspect_ratios=((1.0,),) * 5)
+    trunk = resnet18(weights=None, norm_layer=FrozenBatchNorm2d)
+    backbone = BackboneWithFPN(trunk, {"layer2": "0", "layer3": "1"}, [128, 256], fpn_channels,
+                               extra_blocks=LastLevelP6P7(fpn_channels, fpn_channels))
+    anchors = AnchorGenerator(sizes=((8,), (16,), (32,), (64,)), aspect_ratios=((1.0,),) * 4)
     return FCOS(backbone, num_classes=num_classes, min_size=size, max_size=size, anchor_generator=anchors,
                 image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
 

@@ -42,5 +42,8 @@ def test_detector_is_fcos_at_the_scene_size(scene_set):
     torch.manual_seed(0)
     model = segdet.detector()
     assert type(model).__name__ == "FCOS" and model.transform.min_size == (64,) and model.transform.max_size == 64
+    assert not hasattr(model.backbone.body, "layer4") and sum(p.numel() for p in model.parameters()) < 4_000_000
+    features = model.backbone(torch.rand(1, 3, 64, 64))
+    assert [tuple(f.shape[-2:]) for f in features.values()] == [(8, 8), (4, 4), (2, 2), (1, 1)]   # one per anchor size
     out = segdet.detections(model, scene_set.images[:2])
     assert len(out) == 2 and set(out[0]) == {"boxes", "scores", "labels"} and model.training, "mode restored"
