@@ -84,6 +84,20 @@ def fine_tune(model, G, train_scenes, task: str, *, steps: int, batch_size: int,
     return {**history, "mode_log": mode.log, "seconds_generating": mode.seconds_generating()}
 
 
+def _check_zoo_recipe(name: str, asked: dict) -> None:
+    """A zoo model's recorded recipe must agree with the chapter's parameters on every key both have
+    (e.g. the γ/β step ``eps`` of GAT training), else one error names each difference."""
+    from . import zoo
+
+    recorded = zoo.read_manifest().get(name, {}).get("recipe", {})
+    differ = {k: (recorded[k], v) for k, v in asked.items() if k in recorded and recorded[k] != v}
+    if differ:
+        listed = ", ".join(f"{k}: zoo {a!r} vs asked {b!r}" for k, (a, b) in differ.items())
+        raise ValueError(f"zoo model {name!r} was trained with another recipe ({listed}); set the chapter's "
+                         f"parameters to the zoo's recipe, rebuild it with `python -m gatlib.zoo train {name}`, "
+                         "or run with retrain=True")
+
+
 def scene_rows(kind: str, seeds, *, retrain: bool = False, G=None, train_scenes=None, original_recipe=None,
                gat_recipe=None, progress: bool = True) -> dict:
     """``{"original": [model per seed], "gat": [...]}`` for ``kind`` (``segmenter`` / ``detector``):
@@ -101,8 +115,10 @@ def scene_rows(kind: str, seeds, *, retrain: bool = False, G=None, train_scenes=
     out = {"original": [], "gat": []}
     for seed in seeds:
         if not retrain:
-            out["original"].append(zoo.load(f"scene-{kind}-s{seed}"))
-            out["gat"].append(zoo.load(f"scene-{kind}-gat-s{seed}"))
+            for row, asked in (("original", original_recipe), ("gat", gat_recipe)):
+                name = f"scene-{kind}-s{seed}" if row == "original" else f"scene-{kind}-gat-s{seed}"
+                _check_zoo_recipe(name, {k: v for k, v in (asked or {}).items() if k != "model"})
+                out[row].append(zoo.load(name))
             continue
         if G is None or train_scenes is None or original_recipe is None:
             raise ValueError("retrain=True needs G, train_scenes and original_recipe")

@@ -1,5 +1,6 @@
 """Figure 5's curve and Table 1's segmentation/detection columns (gatlib.scene_eval), and the
 scene rows of chapter 07 trained here (gatlib.spade_gat.scene_rows)."""
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -43,11 +44,51 @@ def test_scene_rows_retrained_and_table1_columns(setup):
                                 original_recipe={"epochs": 1, "batch_size": 8, "lr": 1e-2, "model": tiny_segmenter},
                                 gat_recipe={"steps": 2, "batch_size": 4, "iterates": 2, "eps": 0.01})
     assert len(rows["original"]) == len(rows["gat"]) == 2
-    summary, per_seed = scene_eval.table1_columns(rows, G, "segmentation", test, seeds=[0, 1], eps=0.01, max_iters=2,
-                                                  batch_size=3)
+    summary, per_seed, curves = scene_eval.table1_columns(rows, G, "segmentation", test, seeds=[0, 1], eps=0.01,
+                                                          max_iters=2, batch_size=3)
     assert list(summary.index) == ["original", "gat"] and (summary.seeds == 2).all()
     assert {"clean_foreground_accuracy", "adversarial_miou"} <= set(per_seed.columns)
+    # the curves are the same attack runs: their last iteration is the adversarial column
+    assert len(curves) == 2 * 2 * 3 and set(curves.iteration) == {0, 1, 2}
+    last = curves[curves.iteration == 2].set_index(["row", "seed"])["miou"]
+    for _, line in per_seed.iterrows():
+        assert last[(line.row, line.seed)] == pytest.approx(line.adversarial_miou)
+    curve = scene_eval.attack_curve(G, rows["original"][1], "segmentation", test, eps=0.01, max_iters=2, batch_size=3,
+                                    seed=1)
+    assert curves[(curves.row == "original") & (curves.seed == 1)].miou.tolist() == pytest.approx(curve.miou.tolist())
     with pytest.raises(ValueError, match="kind"):
         spade_gat.scene_rows("classifier", [0])
     with pytest.raises(ValueError, match="needs G"):
         spade_gat.scene_rows("segmenter", [0], retrain=True)
+
+
+def test_choose_step_takes_the_smallest_step_that_does_the_job(setup, monkeypatch):
+    G, _, test = setup
+    # on the real attack: the table's columns; a random segmenter gets no foreground right, so no step "works"
+    table, chosen = scene_eval.choose_step(G, tiny_segmenter().eval(), "segmentation", test, grid=[0.2, 0.05],
+                                           max_iters=2, batch_size=4)
+    assert table.eps.tolist() == [0.05, 0.2] and chosen is None
+    assert {"foreground_accuracy_iteration_0", "foreground_accuracy_iteration_2", "relative_drop"} <= set(table.columns)
+
+    # the rule, on curves whose drop after max_iters steps is 10 * eps (capped at all of it)
+    def fake_curve(G, model, task, scene_set, *, eps, max_iters, batch_size, seed):
+        final = 0.8 * (1 - min(1.0, 10 * eps))
+        return pd.DataFrame({"iteration": range(max_iters + 1),
+                             "foreground_accuracy": [0.8] + [0.8 - (0.8 - final) * t / max_iters for t in range(1, max_iters + 1)]})
+
+    monkeypatch.setattr(scene_eval, "attack_curve", fake_curve)
+    grid = [0.2, 0.01, 0.1, 0.05]
+    assert scene_eval.choose_step(G, None, "segmentation", test, grid=grid, drop=0.5)[1] == 0.05
+    assert scene_eval.choose_step(G, None, "segmentation", test, grid=grid, drop=0.95)[1] == 0.1
+    assert scene_eval.choose_step(G, None, "segmentation", test, grid=[0.01], drop=0.5)[1] is None
+    with pytest.raises(ValueError, match="positive"):
+        scene_eval.choose_step(G, None, "segmentation", test, grid=[0.0])
+
+
+def test_zoo_scene_models_must_match_the_chapters_recipe(monkeypatch):
+    from gatlib import zoo
+
+    monkeypatch.setattr(zoo, "read_manifest", lambda: {"scene-segmenter-gat-s0": {"recipe": {"eps": 0.005, "steps": 300}}})
+    spade_gat._check_zoo_recipe("scene-segmenter-gat-s0", {"eps": 0.005, "steps": 300, "unrecorded": 1})
+    with pytest.raises(ValueError, match=r"eps: zoo 0.005 vs asked 0.001.*python -m gatlib.zoo train scene-segmenter-gat-s0"):
+        spade_gat._check_zoo_recipe("scene-segmenter-gat-s0", {"eps": 0.001, "steps": 300})
