@@ -22,7 +22,7 @@ Scenes are deterministic in ``seed``; ``split`` picks the source digits (MNIST `
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch.utils.data import Dataset
@@ -31,31 +31,45 @@ from . import data
 
 NUM_CLASSES = 11            # background + 10 digits
 BACKGROUND = 0
+IGNORE = 255                # label-map value of unlabelled pixels (COCO-stuff's convention): no loss, no score
 SOURCES = ("mnist", "optdigits")
 
 
 @dataclass
 class SceneSet(Dataset):
-    """Scenes in memory: ``images`` (N, 1, H, W) in [0, 1], ``masks`` (N, H, W) long in [0, 10],
-    ``boxes`` and ``labels`` (lists of per-scene tensors). Item ``i`` is ``(image, target)`` with
+    """Scenes in memory: ``images`` (N, C, H, W) in [0, 1] (C = 1 for MNIST scenes, 3 for
+    COCO-stuff), ``masks`` (N, H, W) long class ids (``IGNORE`` = unlabelled), ``boxes`` and
+    ``labels`` (lists of per-scene tensors). Item ``i`` is ``(image, target)`` with
     ``target = {"masks": (H, W), "boxes": (n, 4), "labels": (n,)}`` — torchvision's detection
-    target plus the label map."""
+    target plus the label map.
+
+    ``num_classes``: the segmentation classes; ``headline``: the segmentation metric the chapters
+    report (``foreground_accuracy`` for MNIST scenes, whose background is ~91 % of the pixels;
+    ``pixel_accuracy``, the paper's "ratio of correctly predicted pixels", for COCO-stuff);
+    ``edges``: NVlabs' instance-edge maps (N, H, W), which a COCO-stuff SPADE takes as one more
+    input channel (``segmap``)."""
 
     images: torch.Tensor
     masks: torch.Tensor
     boxes: list
     labels: list
     name: str = "scenes"
+    num_classes: int = NUM_CLASSES
+    headline: str = "foreground_accuracy"
+    edges: torch.Tensor | None = None
 
     def __post_init__(self):
-        if self.images.ndim != 4 or self.images.shape[1] != 1:
-            raise ValueError(f"{self.name}: images must be (N, 1, H, W), got {tuple(self.images.shape)}")
+        if self.images.ndim != 4 or self.images.shape[1] not in (1, 3):
+            raise ValueError(f"{self.name}: images must be (N, 1 or 3, H, W), got {tuple(self.images.shape)}")
         if self.masks.shape != (len(self.images), *self.images.shape[2:]):
             raise ValueError(f"{self.name}: masks must be (N, H, W) = {(len(self.images), *self.images.shape[2:])}, "
                              f"got {tuple(self.masks.shape)}")
         if not (len(self.boxes) == len(self.labels) == len(self.images)):
             raise ValueError(f"{self.name}: {len(self.images)} images, {len(self.boxes)} box sets and "
                              f"{len(self.labels)} label sets")
+        if self.edges is not None and self.edges.shape != self.masks.shape:
+            raise ValueError(f"{self.name}: edges must have the masks' shape {tuple(self.masks.shape)}, "
+                             f"got {tuple(self.edges.shape)}")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -68,13 +82,26 @@ class SceneSet(Dataset):
         """The first ``count`` scenes (scenes are already in random order); 0 keeps all."""
         if count <= 0 or count >= len(self):
             return self
-        return SceneSet(self.images[:count], self.masks[:count], self.boxes[:count], self.labels[:count],
-                        name=f"{self.name}[{count}]")
+        return replace(self, images=self.images[:count], masks=self.masks[:count], boxes=self.boxes[:count],
+                       labels=self.labels[:count], name=f"{self.name}[{count}]",
+                       edges=None if self.edges is None else self.edges[:count])
 
     def targets(self, indices=None) -> list[dict]:
         """Detection targets (``boxes``, ``labels``) of the scenes ``indices`` (all by default)."""
         indices = range(len(self)) if indices is None else indices
         return [{"boxes": self.boxes[i], "labels": self.labels[i]} for i in indices]
+
+    def segmap(self, indices, label_nc: int) -> torch.Tensor:
+        """The SPADE generator's input for the scenes ``indices``: the one-hot label maps, or, for
+        scenes with ``edges`` (COCO-stuff), NVlabs' encoding (``gatlib.coco_stuff.nvlabs_input``)."""
+        from .generators.spade import one_hot
+
+        masks = self.masks[indices]
+        if self.edges is None:
+            return one_hot(masks, label_nc)
+        from .coco_stuff import nvlabs_input
+
+        return nvlabs_input(masks, self.edges[indices], label_nc)
 
 
 def collate(batch):

@@ -18,11 +18,13 @@ over the 11 classes (:func:`segmentation_metrics`); mAP@[.5:.95] and AP50 (:func
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .scenes import NUM_CLASSES
+from .scenes import IGNORE, NUM_CLASSES
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
@@ -93,17 +95,21 @@ def segmentation_predictions(model: nn.Module, images: Tensor, batch_size: int =
     return torch.cat(out)
 
 
-def segmentation_metrics(predictions: Tensor, masks: Tensor, num_classes: int = NUM_CLASSES) -> dict:
-    """``pixel_accuracy`` (all pixels), ``foreground_accuracy`` (pixels whose true class is a
-    digit) and ``miou`` (torchmetrics ``MulticlassJaccardIndex``, macro over the classes present)."""
+def segmentation_metrics(predictions: Tensor, masks: Tensor, num_classes: int = NUM_CLASSES,
+                         ignore_index: int = IGNORE) -> dict:
+    """``pixel_accuracy`` (every labelled pixel: the paper's "ratio of correctly predicted pixels"),
+    ``foreground_accuracy`` (labelled pixels whose true class is not 0, the MNIST scenes'
+    background) and ``miou`` (torchmetrics ``MulticlassJaccardIndex``, macro over the classes
+    present). Pixels labelled ``ignore_index`` (unlabelled in COCO-stuff) count nowhere."""
     from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
     if predictions.shape != masks.shape:
         raise ValueError(f"predictions {tuple(predictions.shape)} and masks {tuple(masks.shape)} differ in shape")
-    pixel = MulticlassAccuracy(num_classes, average="micro")(predictions, masks).item()
-    foreground = masks > 0
+    labelled = masks != ignore_index
+    pixel = MulticlassAccuracy(num_classes, average="micro", ignore_index=ignore_index)(predictions, masks).item()
+    foreground = labelled & (masks > 0)
     fg = (predictions[foreground] == masks[foreground]).float().mean().item() if foreground.any() else float("nan")
-    miou = MulticlassJaccardIndex(num_classes, average="macro")(predictions, masks).item()
+    miou = MulticlassJaccardIndex(num_classes, average="macro", ignore_index=ignore_index)(predictions, masks).item()
     return {"pixel_accuracy": pixel, "foreground_accuracy": fg, "miou": miou}
 
 
@@ -131,3 +137,48 @@ def detection_metrics(predicted: list[dict], targets: list[dict]) -> dict:
     metric.update(predicted, [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets])
     result = metric.compute()
     return {"map": float(result["map"]), "map_50": float(result["map_50"])}
+
+
+# ------------------------------------------------------------------------------ paper profile
+SEGMENTER_ARCHS = ("deeplabv3_resnet50", "deeplabv3_resnet101", "deeplabv3_mobilenet_v3_large", "fcn_resnet50",
+                   "fcn_resnet101", "lraspp_mobilenet_v3_large")
+DETECTOR_ARCHS = ("fcos_resnet50_fpn", "retinanet_resnet50_fpn", "retinanet_resnet50_fpn_v2",
+                  "ssdlite320_mobilenet_v3_large", "ssd300_vgg16")
+
+
+def paper_segmenter(arch: str, num_classes: int, path: str | Path) -> nn.Module:
+    """A torchvision segmentation model (``weights=None``, ``num_classes`` outputs) filled from the
+    user's state dict (strict; an auxiliary head in the file is dropped: only ``out`` is attacked),
+    with ImageNet normalisation in front (inputs in [0, 1]); eval mode. The paper's DeepLab-v2 is
+    not in torchvision: DeepLab-v3 is its closest relative there."""
+    from torchvision.models import segmentation
+
+    from .classifiers import Normalize, load_state_dict_file
+
+    if arch not in SEGMENTER_ARCHS:
+        raise ValueError(f"segmenter arch must be one of {', '.join(SEGMENTER_ARCHS)}, got {arch!r}")
+    kwargs = {} if arch.startswith("lraspp") else {"aux_loss": False}
+    model = getattr(segmentation, arch)(weights=None, weights_backbone=None, num_classes=int(num_classes), **kwargs)
+    state = {k: v for k, v in load_state_dict_file(path).items() if not k.startswith("aux_classifier.")}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"{path} does not fit torchvision {arch} with {num_classes} classes: {err}") from err
+    return nn.Sequential(Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]), model).eval()
+
+
+def paper_detector(arch: str, num_classes: int, path: str | Path) -> nn.Module:
+    """A torchvision detection model (``weights=None``; ``num_classes`` = 91 for COCO's category
+    ids) filled from the user's state dict (strict), eval mode; it normalises inputs itself."""
+    from torchvision.models import detection
+
+    from .classifiers import load_state_dict_file
+
+    if arch not in DETECTOR_ARCHS:
+        raise ValueError(f"detector arch must be one of {', '.join(DETECTOR_ARCHS)}, got {arch!r}")
+    model = getattr(detection, arch)(weights=None, weights_backbone=None, num_classes=int(num_classes))
+    try:
+        model.load_state_dict(load_state_dict_file(path), strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"{path} does not fit torchvision {arch} with {num_classes} classes: {err}") from err
+    return model.eval()

@@ -17,7 +17,6 @@ import time
 import torch
 
 from .attacks.spade import spade_attack
-from .generators.spade import one_hot
 
 
 class SpadeGATMode:
@@ -42,7 +41,7 @@ class SpadeGATMode:
         rng = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
         picks = torch.randint(len(self.scenes), (maps_needed,), generator=rng)
         masks = self.scenes.masks[picks].to(images.device)
-        segmap = one_hot(masks, self.G.label_nc).to(images.device)
+        segmap = self.scenes.segmap(picks, self.G.label_nc).to(images.device)
         z = self.G.sample_z(maps_needed, generator=rng)
         scene_targets = self.scenes.targets(picks.tolist())
         started = time.time()
@@ -131,3 +130,25 @@ def scene_rows(kind: str, seeds, *, retrain: bool = False, G=None, train_scenes=
         out["original"].append(original.eval())
         out["gat"].append(gat.eval())
     return out
+
+
+def paper_scene_rows(kind: str, arch: str, num_classes: int, original_paths: str, gat_paths: str = "") -> dict:
+    """Chapter 07's ``paper`` profile: the user's torchvision segmenters or detectors,
+    ``{"original": [model per seed], "gat": [...]}`` from comma-separated state-dict paths (one per
+    seed; ``gat`` left out when no path is given), built by ``segdet.paper_segmenter`` /
+    ``segdet.paper_detector``. An empty ``original_paths`` gives ``{}`` (the task is skipped)."""
+    from . import segdet
+
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
+    build = segdet.paper_segmenter if kind == "segmenter" else segdet.paper_detector
+    lists = {row: [p.strip() for p in str(paths).split(",") if p.strip()]
+             for row, paths in (("original", original_paths), ("gat", gat_paths))}
+    if not lists["original"]:
+        if lists["gat"]:
+            raise ValueError(f"{kind}: GAT checkpoints without the Original ones they are compared with")
+        return {}
+    if lists["gat"] and len(lists["gat"]) != len(lists["original"]):
+        raise ValueError(f"{kind}: one GAT checkpoint per Original seed, got {len(lists['gat'])} for "
+                         f"{len(lists['original'])}")
+    return {row: [build(arch, num_classes, path) for path in paths] for row, paths in lists.items() if paths}

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from . import distributed as _distributed
 from .resumable import save_atomic
+from .scenes import IGNORE
 
 Mode = Callable[[nn.Module, torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
 
@@ -90,7 +91,9 @@ class SegmentationTask(ClassificationTask):
     def loss(self, net, inputs, targets):
         logits = net(inputs)
         logits = logits["out"] if isinstance(logits, dict) else logits
-        return F.cross_entropy(logits, targets), (logits.argmax(1) == targets).sum().item(), targets.numel()
+        labelled = targets != IGNORE   # COCO-stuff's unlabelled pixels: no loss, not counted
+        return (F.cross_entropy(logits, targets, ignore_index=IGNORE),
+                ((logits.argmax(1) == targets) & labelled).sum().item(), labelled.sum().item())
 
 
 class DetectionTask(ClassificationTask):

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..scenes import IGNORE
 from .latent import _attack_mode
 
 TASKS = ("segmentation", "detection")
@@ -56,7 +57,8 @@ def segmentation_loss(model: nn.Module, images: Tensor, masks: Tensor) -> Tensor
     logits = segmentation_logits(model, images)
     if logits.shape[-2:] != masks.shape[-2:]:
         logits = F.interpolate(logits, size=masks.shape[-2:], mode="bilinear", align_corners=False)
-    return F.cross_entropy(logits, masks.long(), reduction="none").flatten(1).mean(1)
+    # unlabelled pixels (IGNORE: COCO-stuff's 255) add nothing; the mean is over every pixel
+    return F.cross_entropy(logits, masks.long(), reduction="none", ignore_index=IGNORE).flatten(1).mean(1)
 
 
 @contextlib.contextmanager
