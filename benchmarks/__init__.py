@@ -68,16 +68,19 @@ def interleaved(fns: dict[str, Callable[..., object]], repeats: int, warmup: int
 
 
 def check(value: float, target: str | None) -> bool | None:
-    """Does ``value`` meet ``target`` (``"≤ x"``, ``"≥ x"``, ``"< x"``, ``"> x"``; None: no target)?"""
+    """Does ``value`` meet ``target``: ``"≤ x"``, ``"≥ x"``, ``"< x"``, ``"> x"`` or ``"within d of x"``,
+    optionally followed by a remark (None: no target)?"""
     if not target or value is None:
         return None
-    op, _, number = target.strip().partition(" ")
+    words = target.strip().split()
     try:
-        bound = float(number)
-    except ValueError:
+        if words[0] == "within" and len(words) >= 4 and words[2] == "of":
+            return abs(value - float(words[3])) <= float(words[1])
+        bound = float(words[1])
+    except (ValueError, IndexError):
         return None
     return {"≤": value <= bound, "<=": value <= bound, "≥": value >= bound, ">=": value >= bound,
-            "<": value < bound, ">": value > bound}.get(op)
+            "<": value < bound, ">": value > bound}.get(words[0])
 
 
 def row(key: str, label: str, value: float | None, target: str | None = None) -> dict:

@@ -58,6 +58,8 @@ def test_targets_are_checked():
     assert check(0.9, "≤ 1.00") is True and check(1.1, "≤ 1.00") is False
     assert check(2.0, "≥ 1.5") is True and check(0.5, "< 1.00") is True
     assert check(0.5, None) is None and check(None, "≤ 1") is None and check(0.3, "≈ 0.30 (mean)") is None
+    assert check(0.55, "≤ 0.60 (floor here: 0.70)") is True and check(0.65, "≤ 0.60 (floor here: 0.70)") is False
+    assert check(0.31, "within 0.10 of 0.25 (the work left)") is True and check(0.40, "within 0.10 of 0.25") is False
 
 
 def test_interleaved_times_only_the_function_not_its_setup():

@@ -140,3 +140,22 @@ def test_models_come_back_in_their_previous_mode(G, classifier):
     latent_attack(G, classifier, styles, noises, labels, eps=0.1, delta=0.1, max_iters=2)
     assert classifier.training and all(p.requires_grad for p in classifier.parameters())
     classifier.eval()
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_a_batch_attack_equals_attacking_each_sample_alone(G, classifier, use_cache):
+    """Dropping fooled and misclassified samples (and cutting the cache to the rest) must not change
+    anyone's attack: each sample's result is the one it gets when attacked alone."""
+    styles, noises, labels, _ = start(G, classifier, count=10)
+    labels = labels.clone()
+    labels[0] = (labels[0] + 1) % 10              # one sample misclassified at t = 0
+    fine = G.layer_groups()["fine"] + G.layer_groups()["middle"]
+    kwargs = dict(eps=0.08, delta=0.8, layers=fine, max_iters=6, use_cache=use_cache)
+    batch = latent_attack(G, classifier, styles, noises, labels, **kwargs)
+    assert len(set(batch.iterations[batch.success].tolist())) > 1, "samples must leave at different steps"
+    for i in range(len(labels)):
+        one = (type(styles)([s[i:i + 1] for s in styles.conv], [s[i:i + 1] for s in styles.torgb]),
+               [n[i:i + 1] for n in noises])
+        alone = latent_attack(G, classifier, *one, labels[i:i + 1], **kwargs)
+        assert alone.iterations.item() == batch.iterations[i].item() and alone.success.item() == batch.success[i].item()
+        torch.testing.assert_close(alone.images[0], batch.images[i], atol=1e-5, rtol=1e-4)

@@ -183,15 +183,12 @@ def latent_attack(G, classifier: nn.Module, styles, noises: list, labels: Tensor
     with _attack_mode(G, classifier), torch.no_grad():
         cache = G.cache(styles, noises, start, noise_space=noise_space) if start > 0 else None
 
-    def sub_cache(rows):
-        if cache is None:
-            return None
-        return {k: (x[rows], img[rows] if img is not None else None) for k, (x, img) in cache.items()}
-
-    def render(rows, moved):
-        """g(y, η) for the samples ``rows``; ``moved`` are leaf tensors to differentiate w.r.t."""
-        sub_styles = type(styles)([s[rows] for s in styles.conv], [s[rows] for s in styles.torgb])
-        sub_noises = [n[rows] if n is not None and n.shape[0] == batch else n for n in noises]
+    def render(rows, moved, active_cache):
+        """g(y, η) for the samples ``rows`` (None: the whole batch, no copies); ``moved`` are leaf
+        tensors to differentiate w.r.t.; ``active_cache`` is the cache already cut to ``rows``."""
+        pick = (lambda t: t) if rows is None else (lambda t: t[rows])  # noqa: E731
+        sub_styles = type(styles)([pick(s) for s in styles.conv], [pick(s) for s in styles.torgb])
+        sub_noises = [pick(n) if n is not None and n.shape[0] == batch else n for n in noises]
         for (kind, index), tensor in moved.items():
             if kind == "conv":
                 sub_styles.conv[index] = tensor
@@ -199,7 +196,7 @@ def latent_attack(G, classifier: nn.Module, styles, noises: list, labels: Tensor
                 sub_styles.torgb[index] = tensor
             else:
                 sub_noises[index] = tensor
-        raw = G.synthesize(sub_styles, sub_noises, start_layer=start, cache=sub_cache(rows), noise_space=noise_space)
+        raw = G.synthesize(sub_styles, sub_noises, start_layer=start, cache=active_cache, noise_space=noise_space)
         return G.to_unit(raw)
 
     iterations = torch.full((batch,), max_iters, dtype=torch.long)
@@ -207,17 +204,21 @@ def latent_attack(G, classifier: nn.Module, styles, noises: list, labels: Tensor
     final_images = None
     predictions = torch.empty(batch, dtype=torch.long)
     active = torch.arange(batch, device=labels.device)
+    active_cache = cache        # the cached activations of the active samples, cut once per drop
     with _attack_mode(G, classifier):
         for step in range(max_iters + 1):
-            moved = {}
+            # while no sample has left, work on the whole batch without gathering copies
+            rows = None if len(active) == batch else active
+            pick = (lambda t: t) if rows is None else (lambda t: t[rows])  # noqa: E731
+            moved = {}   # fresh leaves (detach: the update below writes into the shared storage)
             for index in style_conv:
-                moved[("conv", index)] = styles.conv[index][active].requires_grad_(True)
+                moved[("conv", index)] = pick(styles.conv[index]).detach().requires_grad_(True)
             for index in style_torgb:
-                moved[("torgb", index)] = styles.torgb[index][active].requires_grad_(True)
+                moved[("torgb", index)] = pick(styles.torgb[index]).detach().requires_grad_(True)
             for index in noise_layers:
-                moved[("noise", index)] = noises[index][active].requires_grad_(True)
+                moved[("noise", index)] = pick(noises[index]).detach().requires_grad_(True)
             with torch.set_grad_enabled(step < max_iters):
-                current = render(active, moved)
+                current = render(rows, moved, active_cache)
                 logits = classifier(current)
             predicted = logits.argmax(1).detach()
             if final_images is None:
@@ -233,36 +234,39 @@ def latent_attack(G, classifier: nn.Module, styles, noises: list, labels: Tensor
                         raise ValueError("a targeted attack needs T different from the label c of every sample")
                 else:
                     targets = logits.argmin(1).detach()   # ll, held fixed from here on
-                keep = valid.to(labels.device)          # misclassified at t = 0: left out at once
+                rows_kept = valid.to(labels.device)      # misclassified at t = 0: left out at once
             else:
                 done = (predicted == targets[active]) if targeted else (predicted != labels[active])
                 success[active[done].cpu()] = True
                 iterations[active[done].cpu()] = step
-                keep = ~done
-                keep_full = torch.zeros(batch, dtype=torch.bool, device=labels.device)
-                keep_full[active[keep]] = True
-                keep = keep_full
+                rows_kept = ~done
             if step == max_iters:
                 break
             if step == 0:
                 iterations[~valid] = 0
-            rows_kept = keep[active]
-            if not rows_kept.any():
+            kept = int(rows_kept.sum())   # the one host sync of the iteration
+            if kept == 0:
                 break
-            loss = F.cross_entropy(logits[rows_kept], targets[active][rows_kept], reduction="sum")
+            everyone = kept == len(active)
+            loss = F.cross_entropy(logits if everyone else logits[rows_kept],
+                                   targets[active] if everyone else targets[active][rows_kept], reduction="sum")
             grads = torch.autograd.grad(loss, list(moved.values()))
             with torch.no_grad():
+                kept_rows = active if everyone else active[rows_kept]
                 for ((kind, index), _), grad in zip(moved.items(), grads):
-                    rows = active[rows_kept]
                     step_size = delta if kind == "noise" else eps
-                    update = step_size * grad[rows_kept].sign()
-                    if kind == "conv":
-                        styles.conv[index][rows] -= update
-                    elif kind == "torgb":
-                        styles.torgb[index][rows] -= update
+                    update = step_size * (grad if everyone else grad[rows_kept]).sign()
+                    target_tensor = (styles.conv[index] if kind == "conv" else styles.torgb[index] if kind == "torgb"
+                                     else noises[index])
+                    if rows is None and everyone:
+                        target_tensor -= update
                     else:
-                        noises[index][rows] -= update
-            active = active[rows_kept]
+                        target_tensor[kept_rows] -= update
+            if not everyone:
+                active = active[rows_kept]
+                if active_cache is not None:
+                    active_cache = {k: (x[rows_kept], img[rows_kept] if img is not None else None)
+                                    for k, (x, img) in active_cache.items()}
 
     change = (final_images - clean).flatten(1)
     return LatentAttackResult(
