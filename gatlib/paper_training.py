@@ -122,34 +122,33 @@ def trained_rows(rows: Sequence[str], seeds: Sequence[int], *, arch: str, num_cl
     for index, seed in enumerate(seeds):
         if original_paths:
             original = classifiers.paper_classifier(arch, num_classes, original_paths[index]).to(device).eval()
-            history, seconds, source = None, None, f"user checkpoint {original_paths[index]}"
+            original_seconds, original_source = None, f"user checkpoint {original_paths[index]}"
             base = original_paths[index]
         else:
             base = original_recipe(arch, num_classes, seed, **(original_settings or {}))
-            original, history, seconds, source = train_original(arch, num_classes, train_set, seed=seed,
-                                                                 device=device, save_dir=save_dir, progress=progress,
-                                                                 **(original_settings or {}))
+            original, _, original_seconds, original_source = train_original(
+                arch, num_classes, train_set, seed=seed, device=device, save_dir=save_dir, progress=progress,
+                **(original_settings or {}))
         for row in rows:
-            log = []
-            if row == ORIGINAL:
-                model = original
+            if row == ORIGINAL:   # Table 1's Original: no fine-tuning history
+                model, history, log, seconds, source = original, None, [], original_seconds, original_source
             else:
                 recipe = {**zoo_recipe(row, seed, **overrides), "base": base, "arch": arch}
                 paths = _paths(save_dir, row, seed)
                 saved = _load_saved(paths, recipe, arch, num_classes, device)
                 if saved is not None:
-                    model, history, seconds, source_row = saved
+                    (model, history, seconds, source), log = saved, []
                 else:
                     model, history, log, seconds = train_zoo_model(row, seed, G, train_set=train_set,
                                                                    curve_set=curve_set, original=original,
                                                                    device=device, progress=progress, **overrides)
                     _save(paths, model, recipe, history, seconds)
-                    source_row = "trained in this run"
+                    source = "trained in this run"
             out.models[row].append(model)
-            out.histories[row].append(history if row != ORIGINAL else None)
+            out.histories[row].append(history)
             out.mode_logs[row].append(log)
             out.seconds[row].append(seconds)
-            out.sources[row].append(source if row == ORIGINAL else source_row)
+            out.sources[row].append(source)
     return out
 
 
