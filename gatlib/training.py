@@ -200,7 +200,8 @@ def train_classifier(model: nn.Module, train_set, *, epochs: int, batch_size: in
             correct += step_correct
             counted += step_count
             seen += len(inputs)
-            bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / max(counted, 1):.4f}")
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}",   # detection counts no accuracy
+                            **({"acc": f"{correct / counted:.4f}"} if counted else {}))
         if ddp is not None:   # the global numbers on every rank; rank 0's BatchNorm statistics everywhere
             total_loss, correct, counted, seen = ddp.sum(total_loss, correct, counted, seen)
             ddp.sync_buffers(model)
