@@ -153,7 +153,7 @@ def test_chapter_07_runs_on_the_paper_profile_with_coco_stuff_files(tmp_path):
     torch.save(detection.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=91).state_dict(),
                tmp_path / "det.pt")
     result = runbook.run_notebook(
-        ROOT / "notebooks" / "drafts" / "07_segmentation_detection.md", profile="paper", runs_dir=tmp_path / "runs",
+        ROOT / "notebooks" / "07_segmentation_detection.md", profile="paper", runs_dir=tmp_path / "runs",
         overrides={"generator": str(tmp_path / "latest_net_G.pth"), "crop_size": 32,
                    "label_dir": str(root / "val_label"), "image_dir": str(root / "val_img"),
                    "inst_dir": str(root / "val_inst"), "segmenter_arch": "lraspp_mobilenet_v3_large",
