@@ -16,11 +16,12 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _rgb_generator(path: Path, num_classes: int) -> None:
-    """A small 32x32 RGB StyleGAN2 (like NVlabs' CIFAR-10 model in shape), saved in gatlib's format."""
+def _rgb_generator(path: Path, num_classes: int, resolution: int = 32) -> None:
+    """A small RGB StyleGAN2 (at 32 px like NVlabs' CIFAR-10 model in shape), saved in gatlib's format."""
     torch.manual_seed(3)
-    G = Generator(resolution=32, num_classes=num_classes, z_dim=16, w_dim=16, mapping_layers=2,
-                  channels={4: 16, 8: 16, 16: 8, 32: 8}, image_channels=3).eval()
+    channels = {r: c for r, c in {4: 16, 8: 16, 16: 8, 32: 8}.items() if r <= resolution}
+    G = Generator(resolution=resolution, num_classes=num_classes, z_dim=16, w_dim=16, mapping_layers=2,
+                  channels=channels, image_channels=3).eval()
     with torch.no_grad():
         for layer in G.layers:
             layer.noise_strength.fill_(0.1)
@@ -94,8 +95,8 @@ def test_paper_sweeps_name_only_parameters_the_chapters_have(name, tmp_path):
         assert attacked.startswith(trained)
 
 
-def _image_folder(root: Path, per_class: dict) -> None:
-    """``root/{train,test}/<class>/*.png``: 32x32 RGB images, class 'dark' darker than class 'light'."""
+def _image_folder(root: Path, per_class: dict, size: int = 32) -> None:
+    """``root/{train,test}/<class>/*.png``: RGB images, class 'dark' darker than class 'light'."""
     from PIL import Image
 
     generator = torch.Generator().manual_seed(0)
@@ -104,7 +105,7 @@ def _image_folder(root: Path, per_class: dict) -> None:
             folder = root / split / name
             folder.mkdir(parents=True)
             for i in range(count):
-                pixels = (base + 0.2 * (torch.rand(32, 32, 3, generator=generator) - 0.5)).clamp(0, 1)
+                pixels = (base + 0.2 * (torch.rand(size, size, 3, generator=generator) - 0.5)).clamp(0, 1)
                 Image.fromarray((pixels * 255).byte().numpy()).save(folder / f"{i}.png")
 
 
@@ -114,21 +115,21 @@ def test_paper_training_saves_every_model_and_refuses_another_recipe(tmp_path):
     another recipe is refused."""
     from gatlib import data, finetune, paper_training
 
-    _rgb_generator(tmp_path / "g.pt", num_classes=2)
+    _rgb_generator(tmp_path / "g.pt", num_classes=2, resolution=16)   # 16 px: a quarter of the ResNet's work
     G = zoo.generator(str(tmp_path / "g.pt"))
-    _image_folder(tmp_path / "data", {"train": 24})
-    train_set, curve_set = data.materialize(data.dataset("lsun", "train", root=tmp_path / "data", resolution=32)
-                                            ).split_off(8, seed=0)
-    settings = dict(steps=2, batch_size=8, pool_size=8, refresh_every=1, eval_every=1, curve_samples=4,
+    _image_folder(tmp_path / "data", {"train": 10}, size=16)
+    train_set, curve_set = data.materialize(data.dataset("lsun", "train", root=tmp_path / "data", resolution=16)
+                                            ).split_off(4, seed=0)
+    settings = dict(steps=2, batch_size=4, pool_size=4, refresh_every=2, eval_every=2, curve_samples=2,
                     eps=0.004, delta=0.2, generator=str(tmp_path / "g.pt"))
     kwargs = dict(arch="resnet18_cifar", num_classes=2, G=G, train_set=train_set, curve_set=curve_set,
-                  original_settings={"epochs": 1, "batch_size": 8}, save_dir=tmp_path / "models", progress=False)
+                  original_settings={"epochs": 1, "batch_size": 4}, save_dir=tmp_path / "models", progress=False)
     rows = paper_training.trained_rows(["original", "gat"], [0], **kwargs, **settings)
     assert rows.sources["original"] == ["trained in this run"] and rows.sources["gat"] == ["trained in this run"]
     for name in ("original-s0", "gat-s0"):
         reloaded = classifiers.paper_classifier("resnet18_cifar", 2, tmp_path / "models" / f"{name}.pt").eval()
         model = rows.models[name.split("-")[0]][0]
-        probe = torch.rand(3, 3, 32, 32)
+        probe = torch.rand(3, 3, 16, 16)
         assert torch.allclose(reloaded(probe), model.cpu()(probe), atol=1e-5)
     again = paper_training.trained_rows(["original", "gat"], [0], **kwargs, **settings)
     assert all(source.startswith("saved by an earlier run") for source in again.sources["original"] + again.sources["gat"])
