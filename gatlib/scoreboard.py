@@ -65,14 +65,13 @@ PAPER_TO_OURS: dict[str, tuple[str, str]] = {
                                                                               "attack.noise.preservation"),
 }
 # chapter 07: Table 1's segmentation (foreground pixel accuracy on MNIST scenes; the paper: pixel
-# accuracy on COCO-stuff) and detection (mAP) columns, and the γ/β step chosen for our SPADE
+# accuracy on COCO-stuff) and detection (mAP) columns
 for _paper_row, _row in (("original", "original"), ("adv_trained", "gat")):
     for _column in ("clean", "adversarial"):
         PAPER_TO_OURS[f"table1.{_paper_row}.segmentation.{_column}"] = (
             "07_segmentation_detection", f"table1.{_row}.segmentation.{_column}_foreground_accuracy")
         PAPER_TO_OURS[f"table1.{_paper_row}.detection.{_column}"] = (
             "07_segmentation_detection", f"table1.{_row}.detection.{_column}_map")
-PAPER_TO_OURS["step_sizes.segmentation_spade_step"] = ("07_segmentation_detection", "step_search.chosen")
 # Table 2 (chapter 05): the paper's row names -> ours; the printed and the recomputed means both sit
 # beside our mean over unseen attacks (one rule, gatlib.unforeseen.mean_unseen)
 _T2_ROWS = {"GAT": "gat", "AT PGD": "at-pgd", "AT AdvProp": "advprop", "AT Spatial": "at-spatial",
