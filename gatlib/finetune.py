@@ -327,6 +327,14 @@ class RowModels:
     seconds: dict = field(default_factory=dict)     # row -> [training seconds per seed]
     sources: dict = field(default_factory=dict)     # row -> [zoo name + command, or "retrained"]
 
+    def add(self, row: str, model, history=None, mode_log=None, seconds=None, source: str = "") -> None:
+        """Append one seed's model of ``row`` with how it came to be (rows keep their first-seen order)."""
+        self.models.setdefault(row, []).append(model)
+        self.histories.setdefault(row, []).append(history)
+        self.mode_logs.setdefault(row, []).append(mode_log if mode_log is not None else [])
+        self.seconds.setdefault(row, []).append(seconds)
+        self.sources.setdefault(row, []).append(source)
+
     def provenance(self):
         import pandas as pd
 
@@ -373,8 +381,6 @@ def row_models(rows: Sequence[str], seeds: Sequence[int], *, retrain: bool = Fal
     command that builds it."""
     out = RowModels(seeds=list(seeds))
     for row in rows:
-        for key in ("models", "histories", "mode_logs", "seconds", "sources"):
-            getattr(out, key)[row] = []
         for seed in seeds:
             if row == ORIGINAL:
                 model, history, log, seconds, source = _load_from_zoo(row, seed, None, device)
@@ -386,11 +392,7 @@ def row_models(rows: Sequence[str], seeds: Sequence[int], *, retrain: bool = Fal
             else:
                 model, history, log, seconds, source = _load_from_zoo(row, seed, zoo_recipe(row, seed, **overrides),
                                                                       device)
-            out.models[row].append(model)
-            out.histories[row].append(history)
-            out.mode_logs[row].append(log)
-            out.seconds[row].append(seconds)
-            out.sources[row].append(source)
+            out.add(row, model, history, log, seconds, source)
     return out
 
 
@@ -406,11 +408,9 @@ def paper_rows(arch: str, num_classes: int, paths_by_row: dict) -> RowModels:
         raise ValueError(f"every row needs one checkpoint per seed; got {({r: len(p) for r, p in lists.items()})}")
     out = RowModels(seeds=list(range(counts.pop())))
     for row, paths in lists.items():
-        out.models[row] = [classifiers.paper_classifier(arch, num_classes, Path(p)).eval() for p in paths]
-        out.histories[row] = [None] * len(paths)
-        out.mode_logs[row] = [[] for _ in paths]
-        out.seconds[row] = [None] * len(paths)
-        out.sources[row] = [f"user checkpoint {p}" for p in paths]
+        for path in paths:
+            out.add(row, classifiers.paper_classifier(arch, num_classes, Path(path)).eval(),
+                    source=f"user checkpoint {path}")
     return out
 
 

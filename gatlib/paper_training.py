@@ -116,9 +116,6 @@ def trained_rows(rows: Sequence[str], seeds: Sequence[int], *, arch: str, num_cl
         raise ValueError(f"original_paths names {len(original_paths)} checkpoints for {len(seeds)} seeds")
     save_dir = Path(save_dir) if save_dir else None
     out = RowModels(seeds=list(seeds))
-    for row in rows:
-        for key in ("models", "histories", "mode_logs", "seconds", "sources"):
-            getattr(out, key)[row] = []
     for index, seed in enumerate(seeds):
         if original_paths:
             original = classifiers.paper_classifier(arch, num_classes, original_paths[index]).to(device).eval()
@@ -144,11 +141,7 @@ def trained_rows(rows: Sequence[str], seeds: Sequence[int], *, arch: str, num_cl
                                                                    device=device, progress=progress, **overrides)
                     _save(paths, model, recipe, history, seconds)
                     source = "trained in this run"
-            out.models[row].append(model)
-            out.histories[row].append(history)
-            out.mode_logs[row].append(log)
-            out.seconds[row].append(seconds)
-            out.sources[row].append(source)
+            out.add(row, model, history, log, seconds, source)
     return out
 
 
