@@ -5,9 +5,9 @@ Protocol (chapter 07; ``book/method.md``):
 
 * **Clean** — the task metric on *real* test scenes (``gatlib.scenes`` from MNIST test digits).
 * **Adversarial** — the metric on SPADE renders of the test scenes' label maps after
-  ``max_iters`` (10) steps of the γ/β attack (``gatlib.attacks.spade``, all layers; ε = 0.001 on
-  the paper profile, searched by :func:`choose_step` for our generator) against the evaluated model
-  itself, z fixed per scene by the seed.
+  ``max_iters`` (10) steps of the γ/β attack (``gatlib.attacks.spade``, all layers, the paper's
+  ε = 0.001; :func:`choose_step` compares steps, and chapter 07 shows why the larger one it finds
+  is not used) against the evaluated model itself, z fixed per scene by the seed.
 * **Curve** — the same metric at every iteration 0 … ``max_iters`` (Figure 5's plot; iteration 0
   is the unperturbed render).
 
