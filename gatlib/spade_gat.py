@@ -8,6 +8,10 @@ the map (or the boxes derived from it) as their target, in equal numbers with cl
 Every step here: the batch's ``B`` real scenes stay; ``ceil(B / iterates)`` label maps drawn from
 the training scenes are attacked for ``iterates`` steps against the current model, and the first
 ``B`` of their iterates join the batch — so clean and adversarial images are equal in number.
+
+The control (``attack=False``, Table 1's "control-generated" row of chapter 07): ``B`` label maps
+rendered once each, unperturbed, join the batch instead. It separates what training on SPADE renders
+labelled by their maps does from what the attack adds.
 """
 from __future__ import annotations
 
@@ -24,20 +28,22 @@ class SpadeGATMode:
     detection tasks of ``gatlib.training`` (see the module docstring).
 
     Args: ``G`` (a ``SPADEGenerator``), ``scenes`` (the training ``SceneSet`` the label maps are
-    drawn from), ``task``, ``eps`` (γ/β step, the paper's 0.001), ``iterates`` (10), ``seed``."""
+    drawn from), ``task``, ``eps`` (γ/β step, the paper's 0.001), ``iterates`` (10), ``seed``;
+    ``attack=False``: unperturbed renders of ``B`` maps instead (the control, module docstring)."""
 
-    def __init__(self, G, scenes, task: str, eps: float = 0.001, iterates: int = 10, seed: int = 0):
+    def __init__(self, G, scenes, task: str, eps: float = 0.001, iterates: int = 10, seed: int = 0,
+                 attack: bool = True):
         if task not in ("segmentation", "detection"):
             raise ValueError(f"SpadeGATMode trains segmentation or detection, got task {task!r}")
         if int(iterates) != iterates or iterates < 1:
             raise ValueError(f"iterates must be a positive integer, got {iterates!r}")
         self.G, self.scenes, self.task = G, scenes, task
-        self.eps, self.iterates, self.seed = float(eps), int(iterates), int(seed)
+        self.eps, self.iterates, self.seed, self.attack = float(eps), int(iterates), int(seed), bool(attack)
         self.log: list[dict] = []
 
     def __call__(self, model, images, targets, step):
         batch = len(images)
-        maps_needed = math.ceil(batch / self.iterates)
+        maps_needed = math.ceil(batch / self.iterates) if self.attack else batch
         rng = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
         picks = torch.randint(len(self.scenes), (maps_needed,), generator=rng)
         masks = self.scenes.masks[picks].to(images.device)
@@ -45,6 +51,8 @@ class SpadeGATMode:
         z = self.G.sample_z(maps_needed, generator=rng)
         scene_targets = self.scenes.targets(picks.tolist())
         started = time.time()
+        if not self.attack:
+            return self._renders(model, images, targets, step, masks, segmap, z, scene_targets, started)
         result = spade_attack(self.G, segmap, model, task=self.task, masks=masks if self.task == "segmentation" else None,
                               targets=scene_targets if self.task == "detection" else None, eps=self.eps,
                               max_iters=self.iterates, z=z)
@@ -59,25 +67,46 @@ class SpadeGATMode:
             return inputs, torch.cat([targets, masks[which]])
         return inputs, list(targets) + [scene_targets[i] for i in which.tolist()]
 
+    def _renders(self, model, images, targets, step, masks, segmap, z, scene_targets, started):
+        """The control's batch: the real scenes plus one unperturbed render of each drawn map."""
+        from .attacks.latent import _attack_mode
+
+        with torch.no_grad(), _attack_mode(self.G):
+            rendered = self.G(segmap, z)
+        self.log.append({"step": step, "maps": len(rendered), "seconds": time.time() - started})
+        inputs = torch.cat([images, rendered.to(images.device)])
+        if self.task == "segmentation":
+            return inputs, torch.cat([targets, masks])
+        return inputs, list(targets) + list(scene_targets)
+
     def seconds_generating(self) -> float:
         return sum(entry["seconds"] for entry in self.log)
 
 
 GAT_RECIPE = {"steps": 300, "batch_size": 16, "lr": 5e-4, "weight_decay": 1e-4, "eps": 0.001, "iterates": 10}
 KINDS = {"segmenter": "segmentation", "detector": "detection"}
+# Table 1's rows in chapter 07: the control is GAT's fine-tuning with unperturbed renders (attack=False)
+ROWS = ("original", "control-generated", "gat")
+
+
+def zoo_name(kind: str, row: str, seed: int) -> str:
+    """``scene-{kind}-s{k}`` (Original), ``scene-{kind}-control-generated-s{k}``, ``scene-{kind}-gat-s{k}``."""
+    if row not in ROWS:
+        raise ValueError(f"unknown row {row!r}; rows: {ROWS}")
+    return f"scene-{kind}-s{seed}" if row == "original" else f"scene-{kind}-{row}-s{seed}"
 
 
 def fine_tune(model, G, train_scenes, task: str, *, steps: int, batch_size: int, lr: float, weight_decay: float,
-              eps: float, iterates: int, seed: int = 0, progress: bool = True) -> dict:
+              eps: float, iterates: int, seed: int = 0, progress: bool = True, attack: bool = True) -> dict:
     """GAT fine-tuning of a trained segmenter or detector: exactly ``steps`` steps of the one loop
-    with :class:`SpadeGATMode` (one epoch capped at ``steps``). Returns the loop's history plus the
-    mode's log."""
+    with :class:`SpadeGATMode` (one epoch capped at ``steps``); ``attack=False`` fine-tunes the
+    control on unperturbed renders instead. Returns the loop's history plus the mode's log."""
     from .training import train_classifier
 
     if steps * batch_size > len(train_scenes):
         raise ValueError(f"{steps} steps of {batch_size} need {steps * batch_size} training scenes, "
                          f"have {len(train_scenes)}")
-    mode = SpadeGATMode(G, train_scenes, task, eps=eps, iterates=iterates, seed=seed)
+    mode = SpadeGATMode(G, train_scenes, task, eps=eps, iterates=iterates, seed=seed, attack=attack)
     history = train_classifier(model, train_scenes, epochs=1, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                                seed=seed, mode=mode, max_steps=steps, progress=progress, task=task)
     return {**history, "mode_log": mode.log, "seconds_generating": mode.seconds_generating()}
@@ -99,10 +128,11 @@ def _check_zoo_recipe(name: str, asked: dict) -> None:
 
 def scene_rows(kind: str, seeds, *, retrain: bool = False, G=None, train_scenes=None, original_recipe=None,
                gat_recipe=None, progress: bool = True) -> dict:
-    """``{"original": [model per seed], "gat": [...]}`` for ``kind`` (``segmenter`` / ``detector``):
-    from the zoo (``scene-{kind}-s{k}``, ``scene-{kind}-gat-s{k}``), or with ``retrain=True`` trained
+    """``{"original": [model per seed], "control-generated": [...], "gat": [...]}`` for ``kind``
+    (``segmenter`` / ``detector``): from the zoo (:func:`zoo_name`), or with ``retrain=True`` trained
     here — Original from scratch with ``original_recipe`` (``epochs``, ``batch_size``, ``lr``,
-    ``weight_decay``; ``max_steps`` optional), GAT fine-tuned from it with ``gat_recipe``."""
+    ``weight_decay``; ``max_steps`` optional), GAT fine-tuned from it with ``gat_recipe`` and the
+    control with the same recipe on unperturbed renders."""
     import copy
 
     from . import zoo
@@ -111,11 +141,12 @@ def scene_rows(kind: str, seeds, *, retrain: bool = False, G=None, train_scenes=
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
     task = KINDS[kind]
-    out = {"original": [], "gat": []}
+    out = {row: [] for row in ROWS}
     for seed in seeds:
         if not retrain:
-            for row, asked in (("original", original_recipe), ("gat", gat_recipe)):
-                name = f"scene-{kind}-s{seed}" if row == "original" else f"scene-{kind}-gat-s{seed}"
+            for row in ROWS:
+                asked = original_recipe if row == "original" else gat_recipe
+                name = zoo_name(kind, row, seed)
                 _check_zoo_recipe(name, {k: v for k, v in (asked or {}).items() if k != "model"})
                 out[row].append(zoo.load(name))
             continue
@@ -125,10 +156,12 @@ def scene_rows(kind: str, seeds, *, retrain: bool = False, G=None, train_scenes=
         original = zoo._scene_model(kind) if original_recipe.get("model") is None else original_recipe["model"]()
         recipe = {k: v for k, v in original_recipe.items() if k != "model"}
         train_classifier(original, train_scenes, seed=seed, task=task, progress=progress, **recipe)
-        gat = copy.deepcopy(original)
-        fine_tune(gat, G, train_scenes, task, seed=seed, progress=progress, **{**GAT_RECIPE, **(gat_recipe or {})})
         out["original"].append(original.eval())
-        out["gat"].append(gat.eval())
+        for row in ROWS[1:]:
+            tuned = copy.deepcopy(original).train()
+            fine_tune(tuned, G, train_scenes, task, seed=seed, progress=progress, attack=row == "gat",
+                      **{**GAT_RECIPE, **(gat_recipe or {})})
+            out[row].append(tuned.eval())
     return out
 
 

@@ -104,6 +104,13 @@ for _seed in range(3):
                           f"scene-{_kind}-s{_seed} fine-tuned with GAT on SPADE gamma/beta attack iterates "
                           "(gatlib.spade_gat): Table 1's adversarially trained row.",
                           {"base": f"scene-{_kind}-s{_seed}", "generator": "mnist-spade", **_SCENE_GAT, **SCENE_TRAIN}))
+        # its control: the same fine-tuning on unperturbed renders (no eps, no iterates: nothing is attacked)
+        register(ZooEntry(f"scene-{_kind}-control-generated-s{_seed}", f"scene-{_kind}-control", _kind,
+                          "small_unet" if _kind == "segmenter" else "fcos_resnet18_fpn", _seed,
+                          f"scene-{_kind}-s{_seed} fine-tuned like its GAT row on unperturbed SPADE renders "
+                          "(gatlib.spade_gat, attack=False): the control that separates render training from the attack.",
+                          {"base": f"scene-{_kind}-s{_seed}", "generator": "mnist-spade", "attack": False,
+                           **{k: v for k, v in _SCENE_GAT.items() if k not in ("eps", "iterates")}, **SCENE_TRAIN}))
 
 
 def _register_fine_tuned() -> None:
@@ -405,8 +412,9 @@ def _train_scene_model(zoo_entry: ZooEntry, progress: bool) -> dict:
         model = load(recipe["base"]).train()
         G = load(recipe["generator"])
         history = fine_tune(model, G, train_scenes, task, steps=recipe["steps"], batch_size=recipe["batch_size"],
-                            lr=recipe["lr"], weight_decay=recipe["weight_decay"], eps=recipe["eps"],
-                            iterates=recipe["iterates"], seed=zoo_entry.seed, progress=progress)
+                            lr=recipe["lr"], weight_decay=recipe["weight_decay"], eps=recipe.get("eps", 0.0),
+                            iterates=recipe.get("iterates", 1), seed=zoo_entry.seed, progress=progress,
+                            attack=recipe.get("attack", True))
     else:
         model = _scene_model(zoo_entry.kind)
         history = train_classifier(model, train_scenes, epochs=recipe["epochs"], batch_size=recipe["batch_size"],

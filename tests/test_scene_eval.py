@@ -43,13 +43,17 @@ def test_scene_rows_retrained_and_table1_columns(setup):
     rows = spade_gat.scene_rows("segmenter", [0, 1], retrain=True, G=G, train_scenes=train, progress=False,
                                 original_recipe={"epochs": 1, "batch_size": 8, "lr": 1e-2, "model": tiny_segmenter},
                                 gat_recipe={"steps": 2, "batch_size": 4, "iterates": 2, "eps": 0.01})
-    assert len(rows["original"]) == len(rows["gat"]) == 2
+    assert list(rows) == ["original", "control-generated", "gat"] and all(len(m) == 2 for m in rows.values())
+    # the control and GAT start from the same Original and take the same steps, on different images
+    for row in ("control-generated", "gat"):
+        assert any(not torch.equal(a, b) for a, b in zip(rows["original"][0].state_dict().values(),
+                                                         rows[row][0].state_dict().values()))
     summary, per_seed, curves = scene_eval.table1_columns(rows, G, "segmentation", test, seeds=[0, 1], eps=0.01,
                                                           max_iters=2, batch_size=3)
-    assert list(summary.index) == ["original", "gat"] and (summary.seeds == 2).all()
+    assert list(summary.index) == ["original", "control-generated", "gat"] and (summary.seeds == 2).all()
     assert {"clean_foreground_accuracy", "adversarial_miou"} <= set(per_seed.columns)
     # the curves are the same attack runs: their last iteration is the adversarial column
-    assert len(curves) == 2 * 2 * 3 and set(curves.iteration) == {0, 1, 2}
+    assert len(curves) == 3 * 2 * 3 and set(curves.iteration) == {0, 1, 2}
     last = curves[curves.iteration == 2].set_index(["row", "seed"])["miou"]
     for _, line in per_seed.iterrows():
         assert last[(line.row, line.seed)] == pytest.approx(line.adversarial_miou)

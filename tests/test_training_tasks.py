@@ -67,6 +67,30 @@ def test_spade_gat_mode_adds_as_many_attack_iterates_as_clean_scenes(scene_set, 
         SpadeGATMode(G, scene_set, "classification")
 
 
+@pytest.mark.parametrize("task", ["segmentation", "detection"])
+def test_spade_control_mode_adds_one_unperturbed_render_per_clean_scene(scene_set, task):
+    from gatlib.generators.spade import SPADEGenerator
+    from gatlib.spade_gat import SpadeGATMode
+
+    torch.manual_seed(1)
+    G = SPADEGenerator(label_nc=11, image_nc=1, ngf=2, crop_size=64, z_dim=4, param_free_norm="instance",
+                       spectral=False, hidden=8).eval()
+    mode = SpadeGATMode(G, scene_set, task, iterates=3, attack=False, seed=2)
+    images, targets = training.TASKS[task].batch(scene_set, torch.arange(4), "cpu")
+    inputs, new_targets = mode(None, images, targets, step=7)    # no model: nothing is attacked
+    assert inputs.shape == (8, 1, 64, 64) and len(new_targets) == 8 and mode.log[0]["maps"] == 4
+    # the same draw as the GAT mode's: maps and z from (seed, step); each render is G's plain output
+    rng = torch.Generator().manual_seed(2 * 1_000_003 + 7)
+    picks = torch.randint(len(scene_set), (4,), generator=rng)
+    expected = G(scene_set.segmap(picks, G.label_nc), G.sample_z(4, generator=rng))
+    torch.testing.assert_close(inputs[4:], expected)
+    if task == "segmentation":
+        assert torch.equal(new_targets[4:], scene_set.masks[picks])
+    else:
+        assert [t["labels"].tolist() for t in new_targets[4:]] == [t["labels"].tolist()
+                                                                   for t in scene_set.targets(picks.tolist())]
+
+
 def test_crop_flip_mode_shifts_and_mirrors_each_image_reproducibly():
     images = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
     labels = torch.tensor([0, 1])
