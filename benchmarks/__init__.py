@@ -27,6 +27,7 @@ BENCHES = {
     "pgd": "benchmarks.bench_pgd",
     "training": "benchmarks.bench_training",
     "gan": "benchmarks.bench_gan",
+    "userstudy": "benchmarks.bench_userstudy",
     "book": "benchmarks.bench_book",
 }
 

@@ -1,7 +1,8 @@
 """Run every benchmark and print one table: ``python -m benchmarks``.
 
     python -m benchmarks                       # all benchmarks; writes benchmarks/results.json
-    python -m benchmarks --only pgd,training   # some of them (names: attack stylegan2 pgd training gan book)
+    python -m benchmarks --only pgd,training   # some of them, keeping the others' figures in results.json
+                                               # (names: attack stylegan2 pgd training gan userstudy book)
     python -m benchmarks --quick --only pgd    # tiny batch, 2 repeats: checks that they run (tests use it)
     python -m benchmarks --write-book          # put the table of results.json into book/performance.md
 
@@ -93,7 +94,7 @@ def markdown(results: dict) -> str:
     """The table of a results dict: one row per figure, then the book's per-chapter budget."""
     lines = ["| benchmark | figure | measured | target | met |", "|---|---|---:|---|:---:|"]
     extra = []
-    for name, bench in results["benches"].items():
+    for name, bench in {**results["benches"], **results.get("kept", {})}.items():
         if bench.get("status") != "ok":
             lines.append(f"| {name} | {bench.get('status')}: {bench.get('error', '')} | — | — | |")
             continue
@@ -109,8 +110,39 @@ def header(results: dict) -> str:
     m = results["machine"]
     kind = "**quick check (tiny batches, 2 repeats): not a measurement**" if results.get("quick") else \
         "median of ≥ 5 warm repeats per timing"
-    return (f"Measured {m['date']} on {m['device']} ({m['cpu_count']} CPUs, {m['threads']} torch threads), "
+    text = (f"Measured {m['date']} on {m['device']} ({m['cpu_count']} CPUs, {m['threads']} torch threads), "
             f"torch {m['torch']}; {kind}. Benchmarks in this run: {', '.join(results['benches']) or 'none'}.")
+    kept = {name: bench["machine"]["date"] for name, bench in results.get("kept", {}).items()}
+    if kept:   # figures of earlier runs kept by `--only` (each ratio still comes from one run)
+        text += " Kept from earlier runs: " + ", ".join(f"{name} ({date})" for name, date in kept.items()) + "."
+    return text
+
+
+def previous_results(out: Path) -> dict:
+    """The results JSON already at ``out``, or ``{}`` when there is none or it is not one of ours."""
+    try:
+        previous = json.loads(out.read_text())
+        previous["machine"]["date"], previous["benches"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return previous
+
+
+def merge_kept(results: dict, previous: dict) -> dict:
+    """``results`` of an ``--only`` run plus the benchmarks of ``previous`` it did not rerun, each
+    with the machine stamp of the run that measured it (under ``kept``, so the book names its date).
+    A quick run keeps nothing, and nothing is kept from a quick run."""
+    if results.get("quick") or previous.get("quick"):
+        return results
+    kept = dict(previous.get("kept", {}))
+    kept.update({name: {**bench, "machine": previous["machine"]} for name, bench in previous.get("benches", {}).items()})
+    kept = {name: bench for name, bench in kept.items() if name not in results["benches"]}
+    if not kept:
+        return results
+    merged = {**results, "kept": kept, "ratios": {}}
+    for bench in [*kept.values(), *results["benches"].values()]:
+        merged["ratios"].update(bench.get("ratios", {}))
+    return merged
 
 
 def write_book(results: dict, page: Path) -> None:
@@ -155,10 +187,11 @@ def main(argv=None) -> int:
     command = ["python", "-m", "benchmarks", *(sys.argv[1:] if argv is None else argv)]
     results = {"machine": machine(), "quick": args.quick, "command": command, "benches": {}, "ratios": {}}
     out.parent.mkdir(parents=True, exist_ok=True)
+    previous = previous_results(out) if args.only else {}   # `--only` adds to the table: the others are kept
 
     def save():   # after every benchmark: an interrupted long run keeps what it measured
         tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(results, indent=2, sort_keys=False, default=str) + "\n")
+        tmp.write_text(json.dumps(merge_kept(results, previous), indent=2, sort_keys=False, default=str) + "\n")
         os.replace(tmp, out)
 
     for name in only:
@@ -172,6 +205,7 @@ def main(argv=None) -> int:
               (f" ({bench['error']})" if bench.get("error") else ""), file=sys.stderr, flush=True)
         save()
     save()
+    results = merge_kept(results, previous)
     print(header(results))
     print()
     print(markdown(results))

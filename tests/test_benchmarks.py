@@ -76,3 +76,46 @@ def test_interleaved_times_only_the_function_not_its_setup():
     timings = interleaved({"a": work, "b": work}, repeats=3, warmup=1, setup=lambda: time.sleep(0.05) or "fresh")
     assert calls == ["fresh"] * 8          # one warm-up and three timed calls of each, each with a fresh setup
     assert all(0.009 < t < 0.04 for t in timings.values()), timings
+
+
+def test_only_keeps_the_other_benchmarks_of_an_earlier_run_with_their_date():
+    from benchmarks.__main__ import header, markdown, merge_kept, previous_results
+
+    earlier = {"machine": {"date": "2026-11-01T00:00:00", "device": "cpu", "cpu_count": 2, "threads": 1,
+                           "torch": "x"}, "quick": False, "benches": {
+        "attack": {"status": "ok", "ratios": {"attack_step_over_floor": 1.08},
+                   "rows": [{"key": "attack_step_over_floor", "label": "attack step", "value": 1.08, "target": "≤ 1.10",
+                             "ok": True}]},
+        "pgd": {"status": "ok", "ratios": {"pgd_ours_over_foolbox": 1.5}, "rows": []}}}
+    now = {"machine": {**earlier["machine"], "date": "2026-11-26T00:00:00"}, "quick": False, "benches": {
+        "pgd": {"status": "ok", "ratios": {"pgd_ours_over_foolbox": 0.9}, "rows": []}}, "ratios": {}}
+    merged = merge_kept(now, earlier)
+    assert set(merged["benches"]) == {"pgd"} and set(merged["kept"]) == {"attack"}
+    # the rerun's figure wins; the kept one carries the machine and date that measured it
+    assert merged["ratios"] == {"attack_step_over_floor": 1.08, "pgd_ours_over_foolbox": 0.9}
+    assert merged["kept"]["attack"]["machine"]["date"] == "2026-11-01T00:00:00"
+    assert "Kept from earlier runs: attack (2026-11-01T00:00:00)" in header(merged)
+    assert "| attack | attack step | 1.08 |" in markdown(merged)
+    # kept figures survive a second --only run; a quick run keeps nothing and is never kept
+    again = merge_kept({**now, "benches": {"book": {"status": "ok", "ratios": {}, "rows": []}}}, merged)
+    assert set(again["kept"]) == {"attack", "pgd"}
+    assert "kept" not in merge_kept({**now, "quick": True}, earlier)
+    assert "kept" not in merge_kept(now, {**earlier, "quick": True})
+
+
+def test_previous_results_ignores_a_missing_or_foreign_file(tmp_path):
+    from benchmarks.__main__ import previous_results
+
+    assert previous_results(tmp_path / "none.json") == {}
+    (tmp_path / "bad.json").write_text("{not json")
+    assert previous_results(tmp_path / "bad.json") == {}
+    (tmp_path / "other.json").write_text('{"something": 1}')
+    assert previous_results(tmp_path / "other.json") == {}
+
+
+def test_userstudy_benchmark_reports_the_analysis_time():
+    from benchmarks import bench_userstudy
+
+    out = bench_userstudy.run(quick=True)
+    assert out["ratios"]["userstudy_analyse_seconds"] > 0
+    assert out["details"]["rows"] == 2_000 and out["details"]["bad_rows"] > 0
