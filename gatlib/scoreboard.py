@@ -63,7 +63,16 @@ PAPER_TO_OURS: dict[str, tuple[str, str]] = {
                                                                               "attack.style.preservation"),
     "user_study.label_experiment.majority_matches_ground_truth.noise_based": ("02_latent_attacks",
                                                                               "attack.noise.preservation"),
+    # the step of GAT training's filter (chapter 04) and the γ/β step (chapter 07)
+    "step_sizes.max_iterations_for_training": ("04_adversarial_training", "step_sizes.max_iters_training"),
+    "step_sizes.segmentation_spade_step": ("07_segmentation_detection", "step_sizes.modulation_step"),
 }
+# chapter 08: the paper's second user-study experiment ("judged real"), answered by the machine
+# raters (three small real-vs-fake CNNs, gatlib.userstudy) on the study's own images
+for _paper_kind, _kind in (("unperturbed_generated", "generated"), ("noise_based", "noise-adv"),
+                           ("style_based", "style-adv")):
+    PAPER_TO_OURS[f"user_study.real_vs_fake_experiment.judged_real.{_paper_kind}"] = (
+        "08_user_study", f"user_study.machine.real_vs_fake.judged_real.{_kind}")
 # chapter 07: Table 1's segmentation (foreground pixel accuracy on MNIST scenes; the paper: pixel
 # accuracy on COCO-stuff) and detection (mAP) columns
 for _paper_row, _row in (("original", "original"), ("adv_trained", "gat")):
