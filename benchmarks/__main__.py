@@ -112,7 +112,9 @@ def header(results: dict) -> str:
         "median of ≥ 5 warm repeats per timing"
     text = (f"Measured {m['date']} on {m['device']} ({m['cpu_count']} CPUs, {m['threads']} torch threads), "
             f"torch {m['torch']}; {kind}. Benchmarks in this run: {', '.join(results['benches']) or 'none'}.")
-    kept = {name: bench["machine"]["date"] for name, bench in results.get("kept", {}).items()}
+    kept = {name: bench["machine"]["date"] + ("" if bench["machine"].get("device") == m["device"] else
+                                              f", on {bench['machine'].get('device')}")
+            for name, bench in results.get("kept", {}).items()}
     if kept:   # figures of earlier runs kept by `--only` (each ratio still comes from one run)
         text += " Kept from earlier runs: " + ", ".join(f"{name} ({date})" for name, date in kept.items()) + "."
     return text

@@ -94,7 +94,9 @@ def test_only_keeps_the_other_benchmarks_of_an_earlier_run_with_their_date():
     # the rerun's figure wins; the kept one carries the machine and date that measured it
     assert merged["ratios"] == {"attack_step_over_floor": 1.08, "pgd_ours_over_foolbox": 0.9}
     assert merged["kept"]["attack"]["machine"]["date"] == "2026-11-01T00:00:00"
-    assert "Kept from earlier runs: attack (2026-11-01T00:00:00)" in header(merged)
+    assert "Kept from earlier runs: attack (2026-11-01T00:00:00)." in header(merged)
+    other_machine = merge_kept(now, {**earlier, "machine": {**earlier["machine"], "device": "gpu"}})
+    assert "attack (2026-11-01T00:00:00, on gpu)" in header(other_machine)   # another machine is named
     assert "| attack | attack step | 1.08 |" in markdown(merged)
     # kept figures survive a second --only run; a quick run keeps nothing and is never kept
     again = merge_kept({**now, "benches": {"book": {"status": "ok", "ratios": {}, "rows": []}}}, merged)
