@@ -94,7 +94,8 @@ ABLATIONS = {
     # K = 10 at GAT's generation budget: a refresh attacks at most 4 x pool_size latents, so five times as
     # many refreshes with a fifth of the pool cost what K = 50 costs (40 x 820 vs 8 x 4096 latents); at the
     # full pool K = 10 would take about 2.5 hours of generation on one core.
-    "gat-refresh-10": {"mode": "gat", "refresh_every": 10, "pool_size": 205},
+    "gat-refresh-10": {"mode": "gat", "refresh_every": 10,
+                       "pool_size": round(DEFAULTS["pool_size"] * 10 / DEFAULTS["refresh_every"])},   # 205
     "gat-refresh-200": {"mode": "gat", "refresh_every": 200},
     "gat-oracle-filter": {"mode": "gat", "oracle_filter": ["oracle-mlp", "oracle-widecnn", "oracle-shufflenet"]},
 }
