@@ -21,10 +21,14 @@ $(STAMP): pyproject.toml
 book: $(STAMP)
 	$(BIN)/gat book --profile default
 
+TEST_JOBS ?= 2
+
 test: $(STAMP)
 	# PASSIVE: idle OpenMP threads sleep instead of spinning (a spinning pool is many times slower when
 	# another process shares the cores, e.g. a notebook kernel started by the tests)
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q
+	# -n: pytest-xdist workers (one per core; tests/conftest.py gives each one thread and keeps the
+	# tests of the session-wide smoke book on one worker, so the book is built once)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadgroup
 
 smoke-book: $(STAMP)
 	$(BIN)/gat book --profile smoke --build-dir _build/smoke

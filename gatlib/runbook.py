@@ -392,10 +392,28 @@ def execute(run: PreparedRun, progress: bool = False) -> dict:
         "finished": finished,
         "wall_time_s": round(wall, 3),
         "peak_rss_bytes": (recorded.get("stamp") or {}).get("peak_rss_bytes"),
+        "slowest_cells": slowest_cells(executed),
     }
     write_atomic(results_path, json.dumps(results, indent=2, sort_keys=True) + "\n")
     partial.unlink(missing_ok=True)
     return results
+
+
+def slowest_cells(executed: Path, count: int = 5) -> list[dict]:
+    """Where a run spent its time: the ``count`` code cells papermill timed longest, each as
+    ``{"cell": index, "seconds": s, "source": first line}`` (``[]`` when the notebook is unreadable).
+    ``gat report`` and the book budget use them to say what a chapter's minutes buy."""
+    try:
+        cells = read_notebook(executed).cells
+    except Exception:  # noqa: BLE001 - a failed run may leave no notebook; timings are optional
+        return []
+    timed = []
+    for index, cell in enumerate(cells):
+        seconds = ((cell.get("metadata") or {}).get("papermill") or {}).get("duration")
+        if cell.get("cell_type") == "code" and isinstance(seconds, (int, float)):
+            first = next((line.strip() for line in cell.get("source", "").splitlines() if line.strip()), "")
+            timed.append({"cell": index, "seconds": round(float(seconds), 2), "source": first[:100]})
+    return sorted(timed, key=lambda c: -c["seconds"])[:count]
 
 
 def _repository_root(path: Path) -> Path:

@@ -4,6 +4,22 @@ import os
 import pytest
 import torch
 
+# Under pytest-xdist (`make test` runs two workers on our 2-core machines) each worker, and every
+# notebook kernel or helper process it starts, uses one thread: two workers of two threads each
+# oversubscribe the cores, and a spinning OpenMP pool sharing a core is many times slower.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
+
+@pytest.hookimpl(tryfirst=True)   # before xdist's own hook reads the groups into the test ids
+def pytest_collection_modifyitems(items):
+    """The smoke runs and the smoke book are session fixtures, built once per worker process: keep
+    every test that needs them on one worker (``--dist loadgroup``) so they are built only once."""
+    for item in items:
+        if {"smoke_runs", "smoke_book"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("smoke_book"))
+
 
 @pytest.fixture
 def one_thread():

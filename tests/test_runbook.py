@@ -121,6 +121,13 @@ def test_run_notebook_writes_results_and_reuses_them(tmp_path):
     assert saved["parameters"]["steps"] == 5 and saved["parameters"]["profile"] == "smoke"
     assert (run_dir / "record.ipynb").is_file()
     assert not (run_dir / "numbers.json.partial").exists()
+    # where the time went: papermill's per-cell durations, slowest first, each naming its cell
+    slow = saved["slowest_cells"]
+    assert 1 <= len(slow) <= 5 and [c["seconds"] for c in slow] == sorted((c["seconds"] for c in slow), reverse=True)
+    cells = runbook.read_notebook(run_dir / "record.ipynb").cells
+    for entry in slow:
+        assert cells[entry["cell"]].cell_type == "code" and entry["seconds"] >= 0
+        assert entry["source"] and entry["source"] in cells[entry["cell"]].source
     # a complete run is reused, not re-executed; force re-executes
     mtime = (run_dir / "results.json").stat().st_mtime_ns
     assert runbook.run_notebook(RECORD, "smoke", {"steps": 5}, runs_dir=runs) == saved
