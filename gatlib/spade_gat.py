@@ -51,33 +51,36 @@ class SpadeGATMode:
         z = self.G.sample_z(maps_needed, generator=rng)
         scene_targets = self.scenes.targets(picks.tolist())
         started = time.time()
-        if not self.attack:
-            return self._renders(model, images, targets, step, masks, segmap, z, scene_targets, started)
-        result = spade_attack(self.G, segmap, model, task=self.task, masks=masks if self.task == "segmentation" else None,
-                              targets=scene_targets if self.task == "detection" else None, eps=self.eps,
-                              max_iters=self.iterates, z=z)
-        # iterates 1..10 of map 0, then of map 1, ...: the first `batch` of them
-        adversarial = torch.stack(result.images[1:], dim=1).flatten(0, 1)[:batch]
-        which = torch.arange(maps_needed).repeat_interleave(self.iterates)[:batch]
-        model.train()    # the attack leaves the model as it found it; training goes on in train mode
-        self.log.append({"step": step, "maps": maps_needed, "seconds": time.time() - started,
-                         "loss_first": float(result.losses[1].mean()), "loss_last": float(result.losses[-1].mean())})
-        inputs = torch.cat([images, adversarial.to(images.device)])
+        if self.attack:
+            generated, which, entry = self._attack_iterates(model, segmap, masks, z, scene_targets, batch)
+        else:
+            generated, which, entry = self._render(segmap, z), torch.arange(maps_needed), {}
+        self.log.append({"step": step, "maps": maps_needed, "seconds": time.time() - started, **entry})
+        # generated image k shows map which[k]: its labels are that map's mask (or boxes)
+        inputs = torch.cat([images, generated.to(images.device)])
         if self.task == "segmentation":
             return inputs, torch.cat([targets, masks[which]])
         return inputs, list(targets) + [scene_targets[i] for i in which.tolist()]
 
-    def _renders(self, model, images, targets, step, masks, segmap, z, scene_targets, started):
-        """The control's batch: the real scenes plus one unperturbed render of each drawn map."""
+    def _attack_iterates(self, model, segmap, masks, z, scene_targets, batch):
+        """GAT: iterates 1..``iterates`` of the γ/β attack on each map, the first ``batch`` of them
+        (map 0's iterates, then map 1's, ...); returns them, the map of each and the log's losses."""
+        maps = len(segmap)
+        result = spade_attack(self.G, segmap, model, task=self.task, masks=masks if self.task == "segmentation" else None,
+                              targets=scene_targets if self.task == "detection" else None, eps=self.eps,
+                              max_iters=self.iterates, z=z)
+        adversarial = torch.stack(result.images[1:], dim=1).flatten(0, 1)[:batch]
+        which = torch.arange(maps).repeat_interleave(self.iterates)[:batch]
+        model.train()    # the attack leaves the model as it found it; training goes on in train mode
+        losses = {"loss_first": float(result.losses[1].mean()), "loss_last": float(result.losses[-1].mean())}
+        return adversarial, which, losses
+
+    def _render(self, segmap, z):
+        """The control: one unperturbed render of each map."""
         from .attacks.latent import _attack_mode
 
         with torch.no_grad(), _attack_mode(self.G):
-            rendered = self.G(segmap, z)
-        self.log.append({"step": step, "maps": len(rendered), "seconds": time.time() - started})
-        inputs = torch.cat([images, rendered.to(images.device)])
-        if self.task == "segmentation":
-            return inputs, torch.cat([targets, masks])
-        return inputs, list(targets) + list(scene_targets)
+            return self.G(segmap, z)
 
     def seconds_generating(self) -> float:
         return sum(entry["seconds"] for entry in self.log)

@@ -79,7 +79,10 @@ register(ZooEntry("mnist-stylegan2", "generator", "generator", "stylegan2", 0,
                   "Class-conditional StyleGAN2 at 32x32 trained on MNIST train (G_ema): the generator g whose "
                   "styles y and noises eta the attacks perturb.", {"total_kimg": 500.0}))
 
-# §3.2: the SPADE generator, segmenters and detectors on MNIST scenes (gatlib.scenes)
+# §3.2: the SPADE generator, segmenters and detectors on MNIST scenes (gatlib.scenes). Their names follow
+# spade_gat's rule, which chapter 07 uses to find each row (spade_gat imports zoo lazily: no cycle).
+from .spade_gat import zoo_name as scene_zoo_name  # noqa: E402
+
 SCENE_TRAIN = {"scenes": 20_000, "scene_seed": 0}          # training scenes: MNIST train digits
 SCENE_TEST = {"count": 1000, "seed": 10_000}                 # evaluation scenes: MNIST test digits
 # eps: the paper's γ/β step. The smallest step whose 10 iterations halve scene-segmenter-s0's foreground
@@ -90,26 +93,29 @@ register(ZooEntry("mnist-spade", "scene-generator", "spade", "spade", 0,
                   "SPADE generator (z input, instance norm) trained on MNIST scenes with hinge + feature "
                   "matching: the generator whose gamma and beta the segmentation/detection attacks perturb.",
                   {"total_steps": 6000, **SCENE_TRAIN}))
+_SCENE_ARCH = {"segmenter": "small_unet", "detector": "fcos_resnet18_fpn"}
 for _seed in range(3):
-    register(ZooEntry(f"scene-segmenter-s{_seed}", "scene-segmenter", "segmenter", "small_unet", _seed,
+    register(ZooEntry(scene_zoo_name("segmenter", "original", _seed), "scene-segmenter", "segmenter",
+                      _SCENE_ARCH["segmenter"], _seed,
                       f"Small U-Net segmenting MNIST scenes (11 classes), seed {_seed}: the 'Original' segmenter.",
                       {"epochs": 3, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, **SCENE_TRAIN}))
-    register(ZooEntry(f"scene-detector-s{_seed}", "scene-detector", "detector", "fcos_resnet18_fpn", _seed,
+    register(ZooEntry(scene_zoo_name("detector", "original", _seed), "scene-detector", "detector",
+                      _SCENE_ARCH["detector"], _seed,
                       f"FCOS (ResNet-18 trunk to layer3, 64-channel FPN, weights=None) detecting digits in MNIST scenes, seed {_seed}: the "
                       "'Original' detector.",
                       {"epochs": 3, "batch_size": 16, "lr": 1e-3, "weight_decay": 1e-4, **SCENE_TRAIN}))
-    for _kind in ("segmenter", "detector"):   # Table 1's "Adv. Trained" rows: GAT on γ/β iterates
-        register(ZooEntry(f"scene-{_kind}-gat-s{_seed}", f"scene-{_kind}-gat", _kind,
-                          "small_unet" if _kind == "segmenter" else "fcos_resnet18_fpn", _seed,
-                          f"scene-{_kind}-s{_seed} fine-tuned with GAT on SPADE gamma/beta attack iterates "
+    for _kind, _arch in _SCENE_ARCH.items():   # Table 1's "Adv. Trained" rows: GAT on γ/β iterates
+        _base = scene_zoo_name(_kind, "original", _seed)
+        register(ZooEntry(scene_zoo_name(_kind, "gat", _seed), f"scene-{_kind}-gat", _kind, _arch, _seed,
+                          f"{_base} fine-tuned with GAT on SPADE gamma/beta attack iterates "
                           "(gatlib.spade_gat): Table 1's adversarially trained row.",
-                          {"base": f"scene-{_kind}-s{_seed}", "generator": "mnist-spade", **_SCENE_GAT, **SCENE_TRAIN}))
+                          {"base": _base, "generator": "mnist-spade", **_SCENE_GAT, **SCENE_TRAIN}))
         # its control: the same fine-tuning on unperturbed renders (no eps, no iterates: nothing is attacked)
-        register(ZooEntry(f"scene-{_kind}-control-generated-s{_seed}", f"scene-{_kind}-control", _kind,
-                          "small_unet" if _kind == "segmenter" else "fcos_resnet18_fpn", _seed,
-                          f"scene-{_kind}-s{_seed} fine-tuned like its GAT row on unperturbed SPADE renders "
+        register(ZooEntry(scene_zoo_name(_kind, "control-generated", _seed), f"scene-{_kind}-control", _kind, _arch,
+                          _seed,
+                          f"{_base} fine-tuned like its GAT row on unperturbed SPADE renders "
                           "(gatlib.spade_gat, attack=False): the control that separates render training from the attack.",
-                          {"base": f"scene-{_kind}-s{_seed}", "generator": "mnist-spade", "attack": False,
+                          {"base": _base, "generator": "mnist-spade", "attack": False,
                            **{k: v for k, v in _SCENE_GAT.items() if k not in ("eps", "iterates")}, **SCENE_TRAIN}))
 
 
