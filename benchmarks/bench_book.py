@@ -7,6 +7,7 @@ no ``-p`` overrides) and compares the totals with the budgets:
 
 * smoke total ≤ 5 min (CI runs every chapter on ``smoke``);
 * default total ≤ 60 min (``make book`` on a laptop CPU);
+* where each default run spent its time: its slowest cell (the runner's ``slowest_cells``);
 * peak resident memory of any run ≤ 4 GiB — **only when the runner records it**
   (a ``peak_rss_bytes`` / ``peak_rss_mib`` key in ``results.json``); otherwise it is reported as
   not recorded.
@@ -73,6 +74,17 @@ def toc_chapters(root: Path = ROOT) -> list[str]:
     return [Path(entry).stem for entry in toc_files(toc) if entry.replace("\\", "/").startswith("notebooks/")]
 
 
+def _slowest(results: dict | None) -> str:
+    """The default run's slowest cell (``slowest_cells`` of the runner), as ``cell N (s): source``."""
+    cells = (results or {}).get("slowest_cells") or []
+    if not cells:
+        return "not recorded"
+    top = cells[0]
+    source = top["source"].replace("|", "\\|").replace("`", "'")
+    source = source if len(source) <= 48 else source[:47] + "…"
+    return f"cell {top['cell']} ({top['seconds']:.0f} s): `{source}`"
+
+
 def _minutes(value: float | None) -> str:
     return "—" if value is None else f"{value:.1f}"
 
@@ -81,7 +93,8 @@ def run(quick: bool = False, runs_dir: str | Path | None = None) -> dict:
     runs_dir = Path(runs_dir) if runs_dir else ROOT / "runs"
     runs = chapter_runs(runs_dir)
     chapters = sorted(set(runs) | set(toc_chapters()))
-    table = ["| chapter | smoke (min) | default (min) | peak RSS (GiB) |", "|---|---:|---:|---:|"]
+    table = ["| chapter | smoke (min) | default (min) | peak RSS (GiB) | slowest cell of the default run |",
+             "|---|---:|---:|---:|---|"]
     totals = {profile: 0.0 for profile in PROFILES}
     counted = {profile: 0 for profile in PROFILES}
     peaks = []
@@ -97,6 +110,7 @@ def run(quick: bool = False, runs_dir: str | Path | None = None) -> dict:
         chapter_peaks = [p for p in (_peak_rss_gib(r) for r in runs.get(stem, {}).values()) if p is not None]
         peaks += chapter_peaks
         cells.append(f"{max(chapter_peaks):.2f}" if chapter_peaks else "not recorded")
+        cells.append(_slowest(runs.get(stem, {}).get("default")))
         table.append(f"| {stem} | " + " | ".join(cells) + " |")
     rows = [row(f"book_{profile}_total_min", f"book, {profile} profile: all chapters (min, {counted[profile]} run"
                 f"{'s' if counted[profile] != 1 else ''})", totals[profile] if counted[profile] else None,

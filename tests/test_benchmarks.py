@@ -121,3 +121,25 @@ def test_userstudy_benchmark_reports_the_analysis_time():
     out = bench_userstudy.run(quick=True)
     assert out["ratios"]["userstudy_analyse_seconds"] > 0
     assert out["details"]["rows"] == 2_000 and out["details"]["bad_rows"] > 0
+
+
+def test_book_budget_sums_canonical_runs_and_names_each_chapters_slowest_cell(tmp_path):
+    bench_book = importlib.import_module("benchmarks.bench_book")
+
+    def write(stem, run_id, **fields):
+        path = tmp_path / stem / run_id / "results.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"stem": stem, "status": "ok", "overrides": {}, "profile": "default", **fields}))
+
+    write("02_latent_attacks", "default-a", wall_time_s=600.0, finished="2026-01-02", peak_rss_bytes=2 ** 31,
+          slowest_cells=[{"cell": 16, "seconds": 209.4, "source": "if a | b:"}, {"cell": 6, "seconds": 183.0, "source": "x"}])
+    write("02_latent_attacks", "default-old", wall_time_s=900.0, finished="2026-01-01")          # superseded
+    write("02_latent_attacks", "default-p", wall_time_s=50.0, finished="2026-01-03", overrides={"samples": 5})
+    write("04_adversarial_training", "default-b", wall_time_s=300.0, finished="2026-01-02")       # an older runner
+    out = bench_book.run(runs_dir=tmp_path)
+    ratios = out["ratios"]
+    assert ratios["book_default_total_min"] == pytest.approx(15.0)      # 10 + 5: latest canonical runs only
+    assert ratios["book_peak_rss_gib"] == pytest.approx(2.0)
+    by_stem = {line.split(" | ")[0].lstrip("| "): line for line in out["table"][2:]}
+    assert "cell 16 (209 s): `if a \\| b:`" in by_stem["02_latent_attacks"]
+    assert by_stem["04_adversarial_training"].endswith("| not recorded |")
