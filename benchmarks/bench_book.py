@@ -7,6 +7,8 @@ no ``-p`` overrides) and compares the totals with the budgets:
 
 * smoke total ≤ 5 min (CI runs every chapter on ``smoke``);
 * default total ≤ 60 min (``make book`` on a laptop CPU);
+* a full rebuild of the zoo (``python -m gatlib.zoo train`` of every model), in hours: the sum of
+  the training times the manifest records;
 * where each default run spent its time: its slowest cell (the runner's ``slowest_cells``);
 * peak resident memory of any run ≤ 4 GiB — **only when the runner records it**
   (a ``peak_rss_bytes`` / ``peak_rss_mib`` key in ``results.json``); otherwise it is reported as
@@ -85,6 +87,19 @@ def _slowest(results: dict | None) -> str:
     return f"cell {top['cell']} ({top['seconds']:.0f} s): `{source}`"
 
 
+def zoo_rebuild_hours(manifest: Path | None = None) -> tuple[float | None, int]:
+    """Hours to rebuild the whole zoo from scratch, measured: the sum of ``train_seconds`` that each
+    ``python -m gatlib.zoo train NAME`` recorded in the manifest (wall time on our 2-core CPU
+    machines, one or two torch threads per training), and how many models that sums."""
+    manifest = manifest or ROOT / "gatlib" / "checkpoints" / "manifest.json"
+    try:
+        entries = json.loads(Path(manifest).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None, 0
+    seconds = [e["train_seconds"] for e in entries.values() if isinstance(e.get("train_seconds"), (int, float))]
+    return (sum(seconds) / 3600 if seconds else None), len(seconds)
+
+
 def _minutes(value: float | None) -> str:
     return "—" if value is None else f"{value:.1f}"
 
@@ -118,6 +133,9 @@ def run(quick: bool = False, runs_dir: str | Path | None = None) -> dict:
             for profile in PROFILES]
     label = "book, peak RSS of any run (GiB)" + ("" if peaks else ": not recorded by the runner")
     rows.append(row("book_peak_rss_gib", label, max(peaks) if peaks else None, f"≤ {PEAK_RSS_TARGET_GIB:g}"))
+    hours, models = zoo_rebuild_hours()
+    rows.append(row("zoo_rebuild_hours", f"zoo: a full rebuild, measured (hours, {models} models, sum of their "
+                    "recorded training wall time)", hours))
     missing = [p for p in PROFILES if not counted[p]]
     return {**result(rows, {"runs_dir": str(runs_dir), "chapters": chapters, "peak_rss_recorded": bool(peaks),
                             "profiles_without_runs": missing}),
