@@ -29,6 +29,7 @@ BENCHES = {
     "gan": "benchmarks.bench_gan",
     "userstudy": "benchmarks.bench_userstudy",
     "book": "benchmarks.bench_book",
+    "paper_cost": "benchmarks.bench_paper_cost",
 }
 
 QUICK_REPEATS = 2

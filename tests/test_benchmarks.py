@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))   # `benchmarks` is a folder of the repository, not an installed package
@@ -147,3 +148,47 @@ def test_book_budget_sums_canonical_runs_and_names_each_chapters_slowest_cell(tm
     manifest.write_text(json.dumps({"a": {"train_seconds": 5400.0}, "b": {"train_seconds": 1800}, "c": {}}))
     assert bench_book.zoo_rebuild_hours(manifest) == (pytest.approx(2.0), 2)
     assert ratios["zoo_rebuild_hours"] > 1      # the committed zoo: hours of CPU training
+
+
+def test_paper_cost_counts_the_work_from_the_parameters_and_flops_on_meta():
+    cost = importlib.import_module("benchmarks.bench_paper_cost")
+    import torchvision
+
+    # FLOPs come from FlopCounterMode on meta tensors: ResNet-50 at 224 px is the textbook 4.1 GMACs
+    with torch.device("meta"):
+        resnet = torchvision.models.resnet50()
+        flops = cost.count_flops(lambda: resnet(torch.empty(1, 3, 224, 224)))
+    assert 8.0e9 < flops < 8.4e9
+    p = cost.paper_parameters("04_adversarial_training")
+    work = cost.chapter_work("04_adversarial_training", p)
+    assert work["latent_step_lsun_inception_v3"] == 4 * len(p["seeds"]) * p["eval_samples"] * p["max_iters"]
+    doubled = cost.chapter_work("04_adversarial_training", {**p, "eval_samples": 2 * p["eval_samples"]})
+    assert doubled["latent_step_lsun_inception_v3"] == 2 * work["latent_step_lsun_inception_v3"]
+    # retraining adds the Original, the fine-tuning batches and GAT's pool refreshes (at most 4 x pool each)
+    retrain = cost.chapter_work("04_adversarial_training", {**p, "retrain": True, "classifier_arch": "resnet18_cifar",
+                                                            "steps": 100, "refresh_every": 50, "eval_every": 50,
+                                                            "train_images": 1000, "original_epochs": 2})
+    seeds = len(p["seeds"])
+    assert retrain["clf_train_image_cifar_resnet18_cifar"] == seeds * (2 * 1000 + 100 * p["batch_size"] * 5)
+    pool = seeds * 2 * 4 * p["pool_size"] * p["max_iters"]
+    curves = seeds * 3 * 3 * p["curve_samples"] * p["max_iters"]
+    assert retrain["latent_step_cifar_resnet18_cifar"] == 4 * seeds * p["eval_samples"] * p["max_iters"] + pool + curves
+    assert cost.chapter_work("08_user_study", cost.paper_parameters("08_user_study")) is None   # no paper preset
+
+
+def test_paper_cost_benchmark_reports_every_chapter_and_the_colab_sweep():
+    cost = importlib.import_module("benchmarks.bench_paper_cost")
+    out = cost.run(tflops=10.0)
+    units = out["details"]["unit_gflops"]
+    # an attack iteration through G and F costs more than rendering alone, and the 1024 px G more than
+    # the 256 px one (v1 halves the channels per doubling, so not 16x more)
+    assert units["latent_step_lsun_resnet50"] > units["gen_forward_lsun"] + units["clf_forward_lsun_resnet50"]
+    assert units["gen_forward_celeba"] > units["gen_forward_lsun"]
+    hours = out["ratios"]
+    assert hours["paper_gpu_hours_total"] == pytest.approx(sum(v for k, v in hours.items()
+                                                               if k.startswith("paper_gpu_hours_") and k[-2:].isdigit()))
+    assert hours["paper_gpu_hours_05"] > hours["paper_gpu_hours_02"] > 0      # 700 image-attack steps per digit
+    assert hours["sweep_gpu_hours_colab_cifar10"] > 0
+    assert sum("`sweeps/colab-cifar10.yaml`" in line for line in out["table"]) == 2
+    # the hours scale with the assumed throughput
+    assert cost.run(tflops=5.0)["ratios"]["paper_gpu_hours_total"] == pytest.approx(2 * hours["paper_gpu_hours_total"])
