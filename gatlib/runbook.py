@@ -402,7 +402,7 @@ def execute(run: PreparedRun, progress: bool = False) -> dict:
 def slowest_cells(executed: Path, count: int = 5) -> list[dict]:
     """Where a run spent its time: the ``count`` code cells papermill timed longest, each as
     ``{"cell": index, "seconds": s, "source": first line}`` (``[]`` when the notebook is unreadable).
-    ``gat report`` and the book budget use them to say what a chapter's minutes buy."""
+    The book budget (``benchmarks/bench_book.py``) names each chapter's slowest one."""
     try:
         cells = read_notebook(executed).cells
     except Exception:  # noqa: BLE001 - a failed run may leave no notebook; timings are optional
