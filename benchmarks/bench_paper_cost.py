@@ -12,7 +12,8 @@ two things that it does compute:
   the paper's architectures built on the ``meta`` device (no memory, no arithmetic): StyleGAN v1
   at 256 px (LSUN cats; cars are 512 × 384, about 3× the generator cost) and at 1024 px
   (CelebA-HQ), torchvision's ResNet-50 / Inception-v3 on the generator's 256 px output, AlexNet
-  for LPIPS, SPADE (COCO-stuff, 256 px) with DeepLabV3-ResNet-101 and FCOS-ResNet-50-FPN.
+  for LPIPS, SPADE (COCO-stuff, 256 px) with DeepLabV3-ResNet-101 and FCOS-ResNet-50-FPN; for the
+  Colab flagship sweep, NVlabs' conditional CIFAR-10 StyleGAN2-ADA (32 px) with ResNet-18 (CIFAR stem).
 
 GPU-hours = FLOPs ÷ an *assumed* sustained throughput (``ASSUMED_TFLOPS``; pass ``--tflops``):
 real runs lose time to data loading, Python and small batches, so treat the hours as a floor for
