@@ -81,14 +81,10 @@ register(ZooEntry("mnist-stylegan2", "generator", "generator", "stylegan2", 0,
 
 # §3.2: the SPADE generator, segmenters and detectors on MNIST scenes (gatlib.scenes). Their names follow
 # spade_gat's rule, which chapter 07 uses to find each row (spade_gat imports zoo lazily: no cycle).
-from .spade_gat import zoo_name as scene_zoo_name  # noqa: E402
+from .spade_gat import GAT_RECIPE as _SCENE_GAT, zoo_name as scene_zoo_name  # noqa: E402
 
 SCENE_TRAIN = {"scenes": 20_000, "scene_seed": 0}          # training scenes: MNIST train digits
 SCENE_TEST = {"count": 1000, "seed": 10_000}                 # evaluation scenes: MNIST test digits
-# eps: the paper's γ/β step. The smallest step whose 10 iterations halve scene-segmenter-s0's foreground
-# accuracy (0.01, scene_eval.choose_step) visibly breaks the digits, and GAT trained on those iterates
-# lost clean accuracy and robustness alike; chapter 07 shows both.
-_SCENE_GAT = {"steps": 300, "batch_size": 16, "lr": 5e-4, "weight_decay": 1e-4, "eps": 0.001, "iterates": 10}
 register(ZooEntry("mnist-spade", "scene-generator", "spade", "spade", 0,
                   "SPADE generator (z input, instance norm) trained on MNIST scenes with hinge + feature "
                   "matching: the generator whose gamma and beta the segmentation/detection attacks perturb.",
