@@ -162,7 +162,7 @@ def image_attack_budget() -> dict[str, int]:
 
 
 TRAIN_SET_SIZE = {"cifar": 50_000}          # CIFAR-10's training split (the flagship sweep retrains on it)
-TEST_SET_SIZE = {"cifar": 10_000, "lsun": 2_000}
+TEST_SET_SIZE = {"cifar": 10_000}            # CIFAR-10's test split; a user's LSUN folder has no known size
 
 
 def gat_max_attempts() -> int:
@@ -199,6 +199,9 @@ def chapter_work(stem: str, p: dict) -> dict[str, float] | None:
     if stem == "04_adversarial_training":  # Table 1: every row x seed attacked on eval_samples latents
         seeds = len(p["seeds"])
         latent, forward = f"latent_step_{gen}_{arch}", f"clf_forward_{gen}_{arch}"
+        if not p["test_images"] and gen not in TEST_SET_SIZE:
+            raise ValueError(f"test_images = 0 means the whole {p['in_domain']} test folder, whose size is unknown: "
+                             "give test_images to estimate this run")
         test_images = p["test_images"] or TEST_SET_SIZE[gen]
         work = {latent: TABLE1_ROWS * seeds * p["eval_samples"] * T,
                 forward: TABLE1_ROWS * seeds * (test_images + 2 * p["eval_samples"])}
