@@ -84,10 +84,10 @@ def unit_flops() -> dict[str, int]:
                 (out if torch.is_tensor(out) else out["out"]).sum().backward()
             return run
 
-        def chain_backward(G, F, z_dim):              # a latent-attack iteration: F(G(z)), gradient to G's input
+        def chain_backward(G, F, *label):             # a latent-attack iteration: F(G(z)), gradient to G's input
             def run():
-                z = torch.empty(1, z_dim, requires_grad=True)
-                F(G(z)).sum().backward()
+                z = torch.empty(1, G.z_dim, requires_grad=True)
+                F(G(z, *label)).sum().backward()
             return run
 
         for res, name in ((LSUN_RES, "lsun"), (CELEBA_RES, "celeba")):
@@ -95,7 +95,7 @@ def unit_flops() -> dict[str, int]:
             units[f"gen_forward_{name}"] = count_flops(lambda: G(torch.empty(1, G.z_dim)))
             for arch in ("resnet50", "inception_v3"):
                 F = _frozen(paper_classifier(arch, 10))
-                units[f"latent_step_{name}_{arch}"] = count_flops(chain_backward(G, F, G.z_dim))
+                units[f"latent_step_{name}_{arch}"] = count_flops(chain_backward(G, F))
                 units[f"clf_forward_{name}_{arch}"] = count_flops(forward(F, 1, 3, res, res))
                 units[f"image_attack_step_{name}_{arch}"] = count_flops(input_backward(F, 1, 3, res, res))
             units[f"gen_backward_{name}"] = count_flops(input_backward(G, 1, G.z_dim))
@@ -108,11 +108,7 @@ def unit_flops() -> dict[str, int]:
         units["clf_train_image_cifar_resnet18_cifar"] = count_flops(lambda: F(torch.empty(1, 3, 32, 32)).sum().backward())
         F = _frozen(F)
         units["gen_forward_cifar"] = count_flops(lambda: G(torch.empty(1, 512), label))
-
-        def cifar_latent_step():
-            z = torch.empty(1, 512, requires_grad=True)
-            F(G(z, label)).sum().backward()
-        units["latent_step_cifar_resnet18_cifar"] = count_flops(cifar_latent_step)
+        units["latent_step_cifar_resnet18_cifar"] = count_flops(chain_backward(G, F, label))
         units["clf_forward_cifar_resnet18_cifar"] = count_flops(forward(F, 1, 3, 32, 32))
         lpips = _frozen(tvm.alexnet().features)
         units["lpips_forward"] = count_flops(forward(lpips, 1, 3, LSUN_RES, LSUN_RES))
