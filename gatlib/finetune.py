@@ -13,7 +13,9 @@ batch of ``batch_size`` real digits per step) in one *mode*:
   steps (§3.1 last paragraph, §4.1);
 * ``ABLATIONS`` — GAT with one setting changed: what moves (style / noise / both only), which
   layers (all at once instead of groups of ``group_size`` consecutive layers), no ≤ 10-iteration
-  filter (keep every attacked sample), and the pool refresh interval K.
+  filter (keep every attacked sample), the pool refresh interval K, an oracle filter, and one
+  with two settings changed: all layers, trained three times as long (``gat-all-layers-long``).
+  ``MULTI_SEED_ABLATIONS`` are trained on every seed (chapter 04 shows them as Table 1 rows).
 * ``DEFENSE_ROWS`` — Table 2's baseline defenses (``gatlib.defenses``), fine-tuned from the same
   Original with the same step budget as GAT, so that Table 2 compares training objectives and not
   training lengths: ``at-pgd``, ``at-spatial``, ``at-recolor``, ``pat`` (each attack against the
@@ -98,7 +100,14 @@ ABLATIONS = {
                        "pool_size": round(DEFAULTS["pool_size"] * 10 / DEFAULTS["refresh_every"])},   # 205
     "gat-refresh-200": {"mode": "gat", "refresh_every": 200},
     "gat-oracle-filter": {"mode": "gat", "oracle_filter": ["oracle-mlp", "oracle-widecnn", "oracle-shufflenet"]},
+    # length: gat-all-layers' white-box accuracy was still climbing at step 400 (about 7 points per
+    # 100 steps on its learning curve), so the same recipe three times as long (a factor, so that a
+    # chapter's own `steps`, e.g. the smoke profile's 4, scales it too)
+    "gat-all-layers-long": {"mode": "gat", "group_size": 0, "steps_factor": 3},
 }
+#: ablations also trained on every Original seed: Table 1 shows them as rows of their own
+#: (all layers at once is the white-box column's own attack, so it tests the training attack as a cause)
+MULTI_SEED_ABLATIONS = ("gat-all-layers",)
 DEFENSE_ROWS = {"at-pgd": {"mode": "at_pgd"}, "advprop": {"mode": "advprop"}, "at-spatial": {"mode": "at_spatial"},
                 "at-recolor": {"mode": "at_recolor"}, "pat": {"mode": "pat"}}
 ALL_ROWS = {**ROWS, **ABLATIONS, **DEFENSE_ROWS}
@@ -134,6 +143,7 @@ def zoo_recipe(row: str, seed: int, **overrides) -> dict:
         raise ValueError(f"unknown recipe settings {sorted(unknown)}; known: {', '.join(DEFAULTS)}")
     settings = {**DEFAULTS, **overrides, **ALL_ROWS[row]}
     mode = settings.pop("mode")
+    settings["steps"] *= settings.pop("steps_factor", 1)
     recipe = {"row": row, "mode": mode, "seed": int(seed), "base": original_name(seed)}
     recipe.update({key: settings[key] for key in MODE_KEYS[mode]})
     if mode in DEFENSE_MODES:

@@ -117,7 +117,8 @@ for _seed in range(3):
 
 def _register_fine_tuned() -> None:
     """Table 1's fine-tuned rows (GAT and its two controls) on the three Original seeds, GAT's
-    ablations and Table 2's defenses on seed 0: each fine-tunes ``mnist-classifier-s{k}``
+    ablations on seed 0 (those in ``finetune.MULTI_SEED_ABLATIONS`` on all three) and Table 2's
+    defenses on seed 0: each fine-tunes ``mnist-classifier-s{k}``
     (``gatlib.finetune``)."""
     from . import finetune
 
@@ -126,8 +127,10 @@ def _register_fine_tuned() -> None:
             register(ZooEntry(f"{row}-s{seed}", row, "classifier", "small_cnn", seed,
                               f"mnist-classifier-s{seed} fine-tuned: Table 1 row '{row}'", finetune.zoo_recipe(row, seed)))
     for row in finetune.ABLATIONS:
-        register(ZooEntry(f"{row}-s0", "gat-ablation", "classifier", "small_cnn", 0,
-                          f"GAT ablation '{row}' (fine-tunes mnist-classifier-s0)", finetune.zoo_recipe(row, 0)))
+        for seed in range(3) if row in finetune.MULTI_SEED_ABLATIONS else (0,):
+            register(ZooEntry(f"{row}-s{seed}", "gat-ablation", "classifier", "small_cnn", seed,
+                              f"GAT ablation '{row}' (fine-tunes mnist-classifier-s{seed})",
+                              finetune.zoo_recipe(row, seed)))
     for row in finetune.DEFENSE_ROWS:   # Table 2's baselines, seed 0 like the paper's single-run table
         register(ZooEntry(f"{row}-s0", "defense", "classifier", "small_cnn", 0,
                           f"Table 2 defense '{row}' (fine-tunes mnist-classifier-s0, same steps as GAT)",

@@ -196,6 +196,21 @@ def test_gat_mode_fine_tune_and_recipes(G):
     assert finetune.make_mode("control-generated", G, eps=EPS, delta=DELTA, seed=0).attack is False
 
 
+def test_table1_variant_ablations_are_registered_on_every_seed_with_their_own_settings():
+    for row in finetune.MULTI_SEED_ABLATIONS:
+        assert row in finetune.ABLATIONS
+        for seed in range(3):
+            entry = zoo.entry(f"{row}-s{seed}")
+            assert entry.recipe == finetune.zoo_recipe(row, seed) and entry.recipe["base"] == f"mnist-classifier-s{seed}"
+    single = [name for name in finetune.ABLATIONS if name not in finetune.MULTI_SEED_ABLATIONS]
+    assert single and all(f"{name}-s1" not in zoo.ENTRIES for name in single)
+    # the long ablation is three times the chapter's own `steps` (the smoke profile's 4 included)
+    long = finetune.zoo_recipe("gat-all-layers-long", 0, steps=400)
+    assert long["steps"] == 1200 and long["group_size"] == 0 and "steps_factor" not in long
+    assert finetune.zoo_recipe("gat-all-layers-long", 0, steps=4)["steps"] == 12
+    assert finetune.zoo_recipe("gat-all-layers", 0, steps=400)["steps"] == 400
+
+
 def test_missing_zoo_model_names_the_command():
     with pytest.raises(LookupError, match=r"python -m gatlib.zoo train gat-s7"):
         finetune.row_models(["gat"], [7])
