@@ -107,7 +107,7 @@ ABLATIONS = {
 }
 #: ablations also trained on every Original seed: Table 1 shows them as rows of their own
 #: (all layers at once is the white-box column's own attack, so it tests the training attack as a cause)
-MULTI_SEED_ABLATIONS = ("gat-all-layers",)
+MULTI_SEED_ABLATIONS = ("gat-all-layers", "gat-all-layers-long")
 DEFENSE_ROWS = {"at-pgd": {"mode": "at_pgd"}, "advprop": {"mode": "advprop"}, "at-spatial": {"mode": "at_spatial"},
                 "at-recolor": {"mode": "at_recolor"}, "pat": {"mode": "pat"}}
 ALL_ROWS = {**ROWS, **ABLATIONS, **DEFENSE_ROWS}

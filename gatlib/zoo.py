@@ -81,7 +81,8 @@ register(ZooEntry("mnist-stylegan2", "generator", "generator", "stylegan2", 0,
 
 # §3.2: the SPADE generator, segmenters and detectors on MNIST scenes (gatlib.scenes). Their names follow
 # spade_gat's rule, which chapter 07 uses to find each row (spade_gat imports zoo lazily: no cycle).
-from .spade_gat import GAT_RECIPE as _SCENE_GAT, zoo_name as scene_zoo_name  # noqa: E402
+from .spade_gat import GAT_RECIPE as _SCENE_GAT, label_filter_name as _label_filter_name  # noqa: E402
+from .spade_gat import zoo_name as scene_zoo_name  # noqa: E402
 
 SCENE_TRAIN = {"scenes": 20_000, "scene_seed": 0}          # training scenes: MNIST train digits
 SCENE_TEST = {"count": 1000, "seed": 10_000}                 # evaluation scenes: MNIST test digits
@@ -113,6 +114,21 @@ for _seed in range(3):
                           "(gatlib.spade_gat, attack=False): the control that separates render training from the attack.",
                           {"base": _base, "generator": "mnist-spade", "attack": False,
                            **{k: v for k, v in _SCENE_GAT.items() if k not in ("eps", "iterates")}, **SCENE_TRAIN}))
+    # the segmenter's filtered rows: the same two fine-tunings, labels kept only where another seed's
+    # Original segmenter agrees with the map (gatlib.spade_gat, label_filter)
+    _base, _filter = scene_zoo_name("segmenter", "original", _seed), _label_filter_name(_seed)
+    register(ZooEntry(scene_zoo_name("segmenter", "gat-filtered", _seed), "scene-segmenter-gat-filtered", "segmenter",
+                      _SCENE_ARCH["segmenter"], _seed,
+                      f"{_base} fine-tuned like its GAT row, the iterates' map labels kept only on pixels where "
+                      f"{_filter} agrees with the map (gatlib.spade_gat, label_filter).",
+                      {"base": _base, "generator": "mnist-spade", "label_filter": _filter, **_SCENE_GAT,
+                       **SCENE_TRAIN}))
+    register(ZooEntry(scene_zoo_name("segmenter", "control-generated-filtered", _seed), "scene-segmenter-control-filtered",
+                      "segmenter", _SCENE_ARCH["segmenter"], _seed,
+                      f"{_base} fine-tuned like its control on unperturbed renders, labels filtered by {_filter} "
+                      "(gatlib.spade_gat, attack=False, label_filter).",
+                      {"base": _base, "generator": "mnist-spade", "attack": False, "label_filter": _filter,
+                       **{k: v for k, v in _SCENE_GAT.items() if k not in ("eps", "iterates")}, **SCENE_TRAIN}))
 
 
 def _register_fine_tuned() -> None:
@@ -419,13 +435,16 @@ def _train_scene_model(zoo_entry: ZooEntry, progress: bool) -> dict:
         history = fine_tune(model, G, train_scenes, task, steps=recipe["steps"], batch_size=recipe["batch_size"],
                             lr=recipe["lr"], weight_decay=recipe["weight_decay"], eps=recipe.get("eps", 0.0),
                             iterates=recipe.get("iterates", 1), seed=zoo_entry.seed, progress=progress,
-                            attack=recipe.get("attack", True))
+                            attack=recipe.get("attack", True),
+                            label_filter=load(recipe["label_filter"]).eval() if "label_filter" in recipe else None)
     else:
         model = _scene_model(zoo_entry.kind)
         history = train_classifier(model, train_scenes, epochs=recipe["epochs"], batch_size=recipe["batch_size"],
                                    lr=recipe["lr"], weight_decay=recipe["weight_decay"], seed=zoo_entry.seed,
                                    checkpoint=WORK_DIR / f"{zoo_entry.name}.state.pt", progress=progress, task=task)
     metrics = {"final_train_loss": history["loss"][-1]}
+    if history.get("pixels_kept") is not None:
+        metrics["label_filter_pixels_kept"] = history["pixels_kept"]
     for source in ("mnist", "optdigits"):
         test = scenes.make_scenes(SCENE_TEST["count"], "test", seed=SCENE_TEST["seed"], source=source)
         if task == "segmentation":

@@ -256,7 +256,8 @@ def test_input_validation(model, digits):
 
 
 def test_defaults_are_documented():
-    assert pgd.MNIST_DEFAULTS == {"bound": 0.3, "steps": 40, "step_size": 0.01}
+    assert pgd.MNIST_DEFAULTS == {"bound": 0.3, "steps": 100, "step_size": 0.01}
+    assert "100 steps of α = 0.01" in pgd.__doc__
     assert spatial.PAPER_DEFAULTS["bound"] == 0.05 and spatial.PAPER_DEFAULTS["steps"] == 200
     assert recolor.PAPER_DEFAULTS["bound"] == 0.06 and recolor.PAPER_DEFAULTS["steps"] == 200
     assert perceptual.PAPER_DEFAULTS == {"bound": 0.5, "steps": 40}

@@ -43,11 +43,16 @@ def test_scene_rows_retrained_and_table1_columns(setup):
     rows = spade_gat.scene_rows("segmenter", [0, 1], retrain=True, G=G, train_scenes=train, progress=False,
                                 original_recipe={"epochs": 1, "batch_size": 8, "lr": 1e-2, "model": tiny_segmenter},
                                 gat_recipe={"steps": 2, "batch_size": 4, "iterates": 2, "eps": 0.01})
-    assert list(rows) == ["original", "control-generated", "gat"] and all(len(m) == 2 for m in rows.values())
-    # the control and GAT start from the same Original and take the same steps, on different images
+    assert list(rows) == ["original", "control-generated", "gat", "control-generated-filtered", "gat-filtered"]
+    assert all(len(m) == 2 for m in rows.values())
+    # the control and GAT start from the same Original and take the same steps, on different images;
+    # their filtered twins see the same images with filtered labels
     for row in ("control-generated", "gat"):
         assert any(not torch.equal(a, b) for a, b in zip(rows["original"][0].state_dict().values(),
                                                          rows[row][0].state_dict().values()))
+        assert any(not torch.equal(a, b) for a, b in zip(rows[row][0].state_dict().values(),
+                                                         rows[f"{row}-filtered"][0].state_dict().values()))
+    rows = {row: rows[row] for row in spade_gat.ROWS}
     summary, per_seed, curves = scene_eval.table1_columns(rows, G, "segmentation", test, seeds=[0, 1], eps=0.01,
                                                           max_iters=2, batch_size=3)
     assert list(summary.index) == ["original", "control-generated", "gat"] and (summary.seeds == 2).all()

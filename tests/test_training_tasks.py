@@ -91,6 +91,59 @@ def test_spade_control_mode_adds_one_unperturbed_render_per_clean_scene(scene_se
                                                                    for t in scene_set.targets(picks.tolist())]
 
 
+class _FixedSegmenter(nn.Module):
+    """A "segmenter" whose prediction is a fixed label map (a constant logit per class and pixel)."""
+
+    def __init__(self, prediction):
+        super().__init__()
+        self.register_buffer("prediction", prediction)
+
+    def forward(self, images):
+        logits = torch.nn.functional.one_hot(self.prediction, 11).permute(2, 0, 1).float()
+        return logits.expand(len(images), -1, -1, -1) + 0 * images.sum()
+
+
+def test_label_filter_ignores_exactly_the_pixels_where_the_filter_disagrees_with_the_map():
+    from gatlib.spade_gat import filter_labels
+
+    masks = torch.zeros(2, 4, 4, dtype=torch.long)
+    masks[:, 1:3, 1:3] = 7                       # a 2x2 digit 6 (class 7) in each image
+    masks[1, 0, 0] = scenes.IGNORE               # already unlabelled: stays so
+    prediction = masks[0].clone()
+    prediction[1, 1] = 3                         # the filter reads one digit pixel as another class
+    prediction[3, 3] = 2                         # and one background pixel as a digit
+    kept_masks, kept, foreground_kept = filter_labels(_FixedSegmenter(prediction), torch.rand(2, 1, 4, 4), masks)
+    expected = masks.clone()
+    expected[:, 1, 1] = scenes.IGNORE
+    expected[:, 3, 3] = scenes.IGNORE
+    assert torch.equal(kept_masks, expected)
+    assert kept == pytest.approx((14 + 13) / 31) and foreground_kept == pytest.approx(6 / 8)
+    with pytest.raises(ValueError, match="label filter"):
+        filter_labels(_FixedSegmenter(prediction), torch.rand(3, 1, 4, 4), masks)
+
+
+def test_spade_gat_mode_with_a_label_filter_ignores_generated_pixels_only(scene_set):
+    from gatlib.generators.spade import SPADEGenerator
+    from gatlib.spade_gat import SpadeGATMode
+
+    torch.manual_seed(1)
+    G = SPADEGenerator(label_nc=11, image_nc=1, ngf=2, crop_size=64, z_dim=4, param_free_norm="instance",
+                       spectral=False, hidden=8).eval()
+    everything_background = _FixedSegmenter(torch.zeros(64, 64, dtype=torch.long))
+    mode = SpadeGATMode(G, scene_set, "segmentation", iterates=3, attack=False, seed=2,
+                        label_filter=everything_background)
+    images, targets = training.TASKS["segmentation"].batch(scene_set, torch.arange(4), "cpu")
+    inputs, new_targets = mode(None, images, targets, step=7)
+    rng = torch.Generator().manual_seed(2 * 1_000_003 + 7)
+    maps = scene_set.masks[torch.randint(len(scene_set), (4,), generator=rng)]
+    assert torch.equal(new_targets[:4], targets)                      # real scenes keep their maps
+    assert torch.equal(new_targets[4:], torch.where(maps == 0, maps, torch.full_like(maps, scenes.IGNORE)))
+    assert mode.pixels_kept() == pytest.approx(float((maps == 0).float().mean()))
+    assert mode.log[0]["foreground_kept"] == 0.0
+    with pytest.raises(ValueError, match="applies to task 'segmentation'"):
+        SpadeGATMode(G, scene_set, "detection", label_filter=everything_background)
+
+
 def test_crop_flip_mode_shifts_and_mirrors_each_image_reproducibly():
     images = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
     labels = torch.tensor([0, 1])

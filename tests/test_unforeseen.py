@@ -49,6 +49,26 @@ def test_table2_and_own_attack_winners():
     assert "original" not in winners and "at-spatial" not in winners          # no spatial column here
 
 
+def test_own_attack_rule_leaves_rows_with_the_same_training_attack_out():
+    wide = pd.DataFrame({"pgd": [0.0, 0.6, 0.7, 0.2]}, index=["original", "at-pgd", "advprop", "gat"])
+    winners = unforeseen.own_attack_winners(wide)
+    # AdvProp beats AT-PGD on PGD, but both trained on PGD: each is compared with the others only
+    assert winners["at-pgd"]["most_robust"] and winners["at-pgd"]["best_other_row"] == "gat"
+    assert winners["at-pgd"]["same_attack_rows"] == ["advprop"] and winners["advprop"]["same_attack_rows"] == ["at-pgd"]
+    wide.loc["gat", "pgd"] = 0.65
+    winners = unforeseen.own_attack_winners(wide)
+    assert not winners["at-pgd"]["most_robust"] and winners["advprop"]["most_robust"]
+
+
+def test_own_attack_rule_holds_on_the_papers_table2():
+    """Under our rule every row of the paper's Table 2 wins on its own attack; under the strict
+    reading (all other rows) AT-PGD would lose to AdvProp (56.7 against 57.6)."""
+    table = unforeseen.paper_table() / 100
+    winners = unforeseen.own_attack_winners(table)
+    assert set(winners) == set(table.index) and all(w["most_robust"] for w in winners.values())
+    assert table.loc["advprop", "pgd"] > table.loc["at-pgd", "pgd"]
+
+
 def test_table2_ci_takes_the_unseen_mean_per_seed():
     per_seed = pd.DataFrame([{"row": row, "seed": seed, "column": column, "accuracy": value}
                              for row, seed, column, value in [
@@ -67,8 +87,8 @@ def test_table2_ci_takes_the_unseen_mean_per_seed():
 def test_stronger_copies_budget_without_touching_the_original():
     attack = pgd.mnist(random_start=False)
     strong = unforeseen.stronger(attack, steps_factor=5, restarts=3)
-    assert (strong.steps, strong.restarts, strong.random_start) == (200, 3, True)
-    assert (attack.steps, attack.restarts, attack.random_start) == (40, 1, False)
+    assert (strong.steps, strong.restarts, strong.random_start) == (5 * attack.steps, 3, True)
+    assert (attack.steps, attack.restarts, attack.random_start) == (pgd.MNIST_DEFAULTS["steps"], 1, False)
     assert strong.step_size == attack.step_size
     with pytest.raises(ValueError, match="restarts"):
         unforeseen.stronger(attack, restarts=0)

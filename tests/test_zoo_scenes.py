@@ -78,3 +78,25 @@ def test_control_scene_entry_fine_tunes_on_renders_without_attacking(tiny_zoo, m
     assert spade_gat.zoo_name("detector", "control-generated", 2) in zoo.ENTRIES
     with pytest.raises(ValueError, match="unknown row"):
         spade_gat.zoo_name("segmenter", "control-real", 0)
+
+
+def test_filtered_scene_entries_use_another_seeds_original_as_their_label_filter(tiny_zoo, monkeypatch):
+    from gatlib import spade_gat
+
+    for seed in range(3):
+        control, gat = (zoo.ENTRIES[spade_gat.zoo_name("segmenter", row, seed)] for row in spade_gat.FILTERED_ROWS)
+        assert gat.recipe["label_filter"] == control.recipe["label_filter"] == f"scene-segmenter-s{(seed + 1) % 3}"
+        assert gat.recipe["base"] == f"scene-segmenter-s{seed}" and control.recipe["attack"] is False
+        assert gat.recipe["eps"] == spade_gat.GAT_RECIPE["eps"]
+    with pytest.raises(ValueError, match="unknown row 'gat-filtered' for detector"):
+        spade_gat.zoo_name("detector", "gat-filtered", 0)
+    # a tiny filtered control: trained with scene-segmenter-s0 as its own filter here (one seed in this zoo)
+    small = {"scenes": 32, "scene_seed": 0}
+    monkeypatch.setitem(zoo.ENTRIES, "tiny-filtered", zoo.ZooEntry(
+        "tiny-filtered", "scene-segmenter-control-filtered", "segmenter", "small_unet", 0, "tiny",
+        {"base": "scene-segmenter-s0", "generator": "mnist-spade", "attack": False, "label_filter": "scene-segmenter-s0",
+         "steps": 2, "batch_size": 4, "lr": 5e-4, "weight_decay": 1e-4, **small}))
+    zoo.train("mnist-spade", progress=False)
+    zoo.train("scene-segmenter-s0", progress=False)
+    recorded = zoo.train("tiny-filtered", progress=False)
+    assert 0.0 <= recorded["metrics"]["label_filter_pixels_kept"] <= 1.0

@@ -12,8 +12,10 @@ agreement with ``random_start=False``).
 
 Budgets:
 
-* ``MNIST_DEFAULTS`` — ε = 0.3, 40 steps of α = 0.01: Madry et al.'s MNIST budget and attack
-  (their MNIST challenge evaluates 40-step PGD with step 0.01 at ε = 0.3, plus restarts).
+* ``MNIST_DEFAULTS`` — ε = 0.3, 100 steps of α = 0.01: Madry et al.'s MNIST bound and step size
+  (their MNIST challenge's adversary takes 40 steps of 0.01 at ε = 0.3). We run 100 steps because
+  chapter 05's strength check found 40 unconverged on an adversarially trained model: on 200 test
+  digits, the zoo's ``at-pgd-s0`` kept 57.0 % at 40 steps, 49.0 % at 100 and 46.5 % at 200.
 * ``PAPER_DEFAULTS`` — ε = 4/255, PAT's medium-perceptibility L∞ bound on ImageNet-100 (Laidlaw
   et al., ICLR 2021, Table 3; their README's evaluation command). PAT runs AutoAttack there; we run
   100 PGD steps of 2.5ε/100 (Madry et al.'s ratio of step to budget), which is weaker than
@@ -26,7 +28,7 @@ from torch import Tensor, nn
 
 from .base import Attack
 
-MNIST_DEFAULTS = {"bound": 0.3, "steps": 40, "step_size": 0.01}
+MNIST_DEFAULTS = {"bound": 0.3, "steps": 100, "step_size": 0.01}
 PAPER_DEFAULTS = {"bound": 4 / 255, "steps": 100, "step_size": 2.5 * (4 / 255) / 100}
 
 
