@@ -77,10 +77,11 @@ class SpadeGATMode:
             if self.label_filter is not None:
                 labels, entry["pixels_kept"], entry["foreground_kept"] = filter_labels(self.label_filter, generated,
                                                                                        labels)
-            self.log.append({"step": step, "maps": maps_needed, "seconds": time.time() - started, **entry})
-            return inputs, torch.cat([targets, labels])
+            new_targets = torch.cat([targets, labels])
+        else:
+            new_targets = list(targets) + [scene_targets[i] for i in which.tolist()]
         self.log.append({"step": step, "maps": maps_needed, "seconds": time.time() - started, **entry})
-        return inputs, list(targets) + [scene_targets[i] for i in which.tolist()]
+        return inputs, new_targets
 
     def _attack_iterates(self, model, segmap, masks, z, scene_targets, batch):
         """GAT: iterates 1..``iterates`` of the γ/β attack on each map, the first ``batch`` of them
@@ -106,8 +107,8 @@ class SpadeGATMode:
         return sum(entry["seconds"] for entry in self.log)
 
     def pixels_kept(self) -> float | None:
-        """Mean fraction of generated pixels (and of their map's foreground pixels) whose label the
-        filter kept, over the steps so far; None without a filter."""
+        """Mean fraction of generated pixels whose label the filter kept, over the steps so far (the
+        log's ``foreground_kept`` has the same for foreground pixels); None without a filter."""
         kept = [entry["pixels_kept"] for entry in self.log if "pixels_kept" in entry]
         return sum(kept) / len(kept) if kept else None
 
