@@ -134,8 +134,15 @@ def build(arch: str) -> nn.Module:
 
 
 # ----------------------------------------------------------------------------- evaluation
+#: Images per forward pass when only predictions are needed. On a 2-core CPU, SmallCNN reads the
+#: 10,000 MNIST test digits about twice as fast in batches of 128 as in batches of 1,000 (5.3–5.7 s
+#: against 9.3–10.8 s; the activations of a small batch stay in cache). Predictions do not
+#: depend on it (eval mode).
+PREDICT_BATCH = 128
+
+
 @torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1000, device=None) -> torch.Tensor:
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = PREDICT_BATCH, device=None) -> torch.Tensor:
     """Predicted classes for a tensor of images (the model is put in eval mode)."""
     if images.ndim != 4:
         raise ValueError(f"expected a batch of images (N, C, H, W), got shape {tuple(images.shape)}")
@@ -145,7 +152,7 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1000, devi
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
 
 
-def accuracy(model: nn.Module, dataset, batch_size: int = 1000, device=None) -> float:
+def accuracy(model: nn.Module, dataset, batch_size: int = PREDICT_BATCH, device=None) -> float:
     """Top-1 accuracy (a fraction in [0, 1]) of ``model`` on a ``DigitDataset`` (tensors in memory)
     or any map-style dataset of ``(image, label)`` pairs such as a paper-profile ImageFolder."""
     from .attacks.base import positive_int, validate_inputs

@@ -80,6 +80,28 @@ def test_restarts_keep_fooling_examples_and_seed_repeats(model, digits):
     assert (several - images).abs().max() <= 0.1 + 1e-6
 
 
+def test_restarts_with_early_stop_attack_only_the_samples_still_standing(model, digits):
+    images, labels = digits[0][:40], digits[1][:40]
+    sizes = []
+
+    class Counting(pgd.LinfPGD):
+        def _run(self, model, images, labels, generator):
+            sizes.append(len(images))
+            return super()._run(model, images, labels, generator)
+
+    weak = dict(bound=0.1, steps=3, step_size=0.03, restarts=3, seed=1)
+    adversarial = Counting(**weak)(model, images, labels)
+    first = pgd.LinfPGD(**{**weak, "restarts": 1})(model, images, labels)
+    with torch.no_grad():
+        standing = int((model(first).argmax(1) == labels).sum())
+    assert sizes[0] == 40 and sizes[1] == standing     # restart 2 sees only the digits restart 1 missed
+    assert sizes == sorted(sizes, reverse=True)
+    assert accuracy(model, adversarial, labels) <= accuracy(model, first, labels)
+    sizes.clear()
+    Counting(**weak, early_stop=False)(model, images, labels)
+    assert sizes == [40, 40, 40]                       # without early stop every restart runs on all
+
+
 # -------------------------------------------------------------------------------------- StAdv
 def test_zero_flow_is_the_identity(digits):
     images = digits[0][:4]
