@@ -144,6 +144,8 @@ def test_book_budget_sums_canonical_runs_and_names_each_chapters_slowest_cell(tm
     by_stem = {line.split(" | ")[0].lstrip("| "): line for line in out["table"][2:]}
     assert "cell 16 (209 s): `if a \\| b:`" in by_stem["02_latent_attacks"]
     assert by_stem["04_adversarial_training"].endswith("| not recorded |")
+    assert "| 5.0 | 10 | yes |" in by_stem["04_adversarial_training"]      # 300 s within its 10 minutes
+    assert "| 10.0 | — |  |" in by_stem["02_latent_attacks"]                 # no budget of its own
     manifest = tmp_path / "manifest.json"
     manifest.write_text(json.dumps({"a": {"train_seconds": 5400.0}, "b": {"train_seconds": 1800}, "c": {}}))
     assert bench_book.zoo_rebuild_hours(manifest) == (pytest.approx(2.0), 2)
