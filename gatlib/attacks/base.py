@@ -213,10 +213,8 @@ class Attack:
                 if rows is None:
                     rows = torch.arange(len(images), device=images.device)
                 better = (fooled & ~best_fooled[rows]) | ((fooled == best_fooled[rows]) & (loss > best_loss[rows]))
-                best, best_fooled, best_loss = best.clone(), best_fooled.clone(), best_loss.clone()
                 best[rows] = torch.where(better[:, None, None, None], adversarial, best[rows])
                 if params is not None and best_params is not None:
-                    best_params = best_params.clone()
                     best_params[rows] = torch.where(better.view(-1, *[1] * (params.ndim - 1)), params,
                                                     best_params[rows])
                 best_fooled[rows] = best_fooled[rows] | fooled
