@@ -202,7 +202,8 @@ def chapter_work(stem: str, p: dict) -> dict[str, float] | None:
         work = {latent: TABLE1_ROWS * seeds * p["eval_samples"] * T,
                 forward: TABLE1_ROWS * seeds * (test_images + 2 * p["eval_samples"])}
         if p.get("ablations"):
-            work[latent] += 8 * p["ablation_samples"] * T
+            # ablation_samples 0: Table 1's own latents (its gat row's attack is reused, not rerun)
+            work[latent] += 8 * (p["ablation_samples"] or p["eval_samples"]) * T
         if p.get("retrain"):               # the Original from scratch, then the three fine-tuned rows with their pools
             refreshes = -(-p["steps"] // p["refresh_every"])
             curve_points = p["steps"] // p["eval_every"] + 1

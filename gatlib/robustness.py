@@ -286,13 +286,33 @@ def table1(models_by_row: dict, G, test_set, *, seeds: Sequence[int], eps: float
     return Table1(summary=summary, per_seed=per_seed, fixed_sets=fixed_sets)
 
 
+def table1_white_box(table: Table1, row: str, seed: int) -> dict:
+    """The white-box numbers Table 1 measured for ``row`` on ``seed``, in ``white_box_accuracy``'s
+    keys, so that a table on the same latents (``model_table(known=...)``) reuses them instead of
+    attacking the same model again."""
+    line = table.per_seed[(table.per_seed.row == row) & (table.per_seed.seed == seed)]
+    if len(line) != 1:
+        raise ValueError(f"Table 1 has no single line for row {row!r} and seed {seed}")
+    line = line.iloc[0]
+    white = {"accuracy": float(line.adversarial), "success_rate": float(line.success_rate),
+             "mean_iterations": float(line.mean_iterations)}
+    if "adversarial_preserved" in line.index:
+        white["accuracy_preserved"], white["preservation"] = float(line.adversarial_preserved), float(line.preservation)
+    return white
+
+
 def robustness_row(G, model, test_set, *, seed: int, eps: float, delta: float, samples: int, max_iters: int = 10,
                    batch_size: int = 250, fixed_set: FixedSet | None = None, device=None,
-                   oracles: dict | None = None) -> dict:
+                   oracles: dict | None = None, white: dict | None = None) -> dict:
     """Clean and white-box accuracy (and transfer accuracy when ``fixed_set`` is given) of one
-    model: one line of an ablation table."""
-    white = white_box_accuracy(G, model, samples, eval_latent_seed(seed), eps, delta, max_iters, batch_size,
-                               oracles=oracles)
+    model: one line of an ablation table. ``white``: the model's white-box numbers already measured
+    on the same ``samples`` latents of ``seed`` (``table1_white_box``); the attack is not rerun."""
+    if white is None:
+        white = white_box_accuracy(G, model, samples, eval_latent_seed(seed), eps, delta, max_iters, batch_size,
+                                   oracles=oracles)
+    elif oracles and "accuracy_preserved" not in white:
+        raise ValueError("robustness_row: the given white-box numbers have no label-preserving column, "
+                         "but oracles were given")
     row = {"clean": clean_accuracy(model, test_set, device=device), "adversarial": white["accuracy"],
            "success_rate": white["success_rate"], "mean_iterations": white["mean_iterations"]}
     if oracles:
@@ -304,11 +324,13 @@ def robustness_row(G, model, test_set, *, seed: int, eps: float, delta: float, s
 
 def model_table(models: dict, G, test_set, *, seed: int, eps: float, delta: float, samples: int,
                 max_iters: int = 10, batch_size: int = 250, fixed_set: FixedSet | None = None,
-                device=None, oracles: dict | None = None) -> pd.DataFrame:
-    """``robustness_row`` for several models of one seed (the ablations), one line per name."""
+                device=None, oracles: dict | None = None, known: dict | None = None) -> pd.DataFrame:
+    """``robustness_row`` for several models of one seed (the ablations), one line per name.
+    ``known``: ``{name: white-box numbers}`` measured on the same latents (``table1_white_box``)."""
+    known = known or {}
     rows = {name: robustness_row(G, model, test_set, seed=seed, eps=eps, delta=delta, samples=samples,
                                  max_iters=max_iters, batch_size=batch_size, fixed_set=fixed_set, device=device,
-                                 oracles=oracles)
+                                 oracles=oracles, white=known.get(name))
             for name, model in models.items()}
     table = pd.DataFrame(rows).T
     table.index.name = "model"

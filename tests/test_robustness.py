@@ -152,6 +152,28 @@ def test_table1_and_table3_shapes(G):
     assert matrices["gat"].sum() == 2 * len(digits)
 
 
+
+def test_ablation_table_on_table1_latents_reuses_its_attack_results(G, monkeypatch):
+    digits = DigitDataset(torch.rand(20, 1, 32, 32), torch.arange(20) % 10)
+    models = {"original": [classifier(0)], "gat": [classifier(2)]}
+    table = robustness.table1(models, G, digits, seeds=[0], eps=EPS, delta=DELTA, samples=10, max_iters=2,
+                              progress=False)
+    fresh = robustness.model_table({"gat": models["gat"][0]}, G, digits, seed=0, eps=EPS, delta=DELTA, samples=10,
+                                   max_iters=2)
+    known = {"gat": robustness.table1_white_box(table, "gat", 0)}
+    attacked = []
+    monkeypatch.setattr(robustness, "white_box_accuracy", lambda *a, **k: attacked.append(a) or {})
+    reused = robustness.model_table({"gat": models["gat"][0]}, G, digits, seed=0, eps=EPS, delta=DELTA, samples=10,
+                                    max_iters=2, known=known)
+    assert attacked == []                                   # nothing attacked twice
+    assert reused.astype(float).equals(fresh.astype(float))  # same latents: the same numbers
+    with pytest.raises(ValueError, match="no single line"):
+        robustness.table1_white_box(table, "gat", 5)
+    with pytest.raises(ValueError, match="label-preserving"):
+        robustness.robustness_row(G, models["gat"][0], digits, seed=0, eps=EPS, delta=DELTA, samples=10,
+                                  oracles={"o": classifier(4)}, white=known["gat"])
+
+
 # ------------------------------------------------------------------------------ fine-tuning
 def test_fine_tune_runs_exactly_steps_and_leaves_the_original(G):
     digits = DigitDataset(torch.rand(64, 1, 32, 32), torch.arange(64) % 10)
