@@ -25,6 +25,7 @@ BENCHES = {
     "attack": "benchmarks.bench_attack",
     "stylegan2": "benchmarks.bench_stylegan2",
     "pgd": "benchmarks.bench_pgd",
+    "predict": "benchmarks.bench_predict",
     "training": "benchmarks.bench_training",
     "gan": "benchmarks.bench_gan",
     "userstudy": "benchmarks.bench_userstudy",

@@ -194,3 +194,9 @@ def test_paper_cost_benchmark_reports_every_chapter_and_the_colab_sweep():
     assert sum("`sweeps/colab-cifar10.yaml`" in line for line in out["table"]) == 2
     # the hours scale with the assumed throughput
     assert cost.run(tflops=5.0)["ratios"]["paper_gpu_hours_total"] == pytest.approx(2 * hours["paper_gpu_hours_total"])
+
+
+def test_predict_benchmark_compares_batch_sizes_with_equal_accuracy():
+    out = importlib.import_module("benchmarks.bench_predict").run(quick=True)
+    assert out["details"]["same_accuracy"] is True
+    assert out["ratios"]["predict_small_over_large_batch"] > 0
