@@ -121,21 +121,19 @@ def run(quick: bool = False, runs_dir: str | Path | None = None) -> dict:
     counted = {profile: 0 for profile in PROFILES}
     peaks = []
     for stem in chapters:
-        cells = []
+        cells, minutes = [], {}
         for profile in PROFILES:
             res = runs.get(stem, {}).get(profile)
-            minutes = res["wall_time_s"] / 60 if res and isinstance(res.get("wall_time_s"), (int, float)) else None
-            if minutes is not None:
-                totals[profile] += minutes
+            minutes[profile] = res["wall_time_s"] / 60 if res and isinstance(res.get("wall_time_s"), (int, float)) \
+                else None
+            if minutes[profile] is not None:
+                totals[profile] += minutes[profile]
                 counted[profile] += 1
-            cells.append(_minutes(minutes))
+            cells.append(_minutes(minutes[profile]))
         budget = CHAPTER_BUDGETS_MIN.get(stem)
-        default = runs.get(stem, {}).get("default")
-        default_minutes = default["wall_time_s"] / 60 if default and isinstance(default.get("wall_time_s"), (int, float)) \
-            else None
         cells.append("—" if budget is None else f"{budget:g}")
-        cells.append("" if budget is None or default_minutes is None else
-                     ("yes" if default_minutes <= budget else "**no**"))
+        cells.append("" if budget is None or minutes["default"] is None else
+                     ("yes" if minutes["default"] <= budget else "**no**"))
         chapter_peaks = [p for p in (_peak_rss_gib(r) for r in runs.get(stem, {}).values()) if p is not None]
         peaks += chapter_peaks
         cells.append(f"{max(chapter_peaks):.2f}" if chapter_peaks else "not recorded")

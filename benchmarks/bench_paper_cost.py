@@ -202,7 +202,7 @@ def chapter_work(stem: str, p: dict) -> dict[str, float] | None:
         work = {latent: TABLE1_ROWS * seeds * p["eval_samples"] * T,
                 forward: TABLE1_ROWS * seeds * (test_images + 2 * p["eval_samples"])}
         if p.get("ablations"):
-            # ablation_samples 0: Table 1's own latents (its gat row's attack is reused, not rerun)
+            # ablation_samples 0 means eval_samples (the ablations run on Table 1's latents)
             work[latent] += 8 * (p["ablation_samples"] or p["eval_samples"]) * T
         if p.get("retrain"):               # the Original from scratch, then the three fine-tuned rows with their pools
             refreshes = -(-p["steps"] // p["refresh_every"])

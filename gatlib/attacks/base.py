@@ -197,10 +197,11 @@ class Attack:
             for _ in range(self.restarts):
                 # with early stop a fooled sample is done: later restarts run only on the samples no
                 # run has fooled yet (the accuracy is the same, the wasted steps are not spent)
-                rows = (~best_fooled).nonzero().squeeze(1) if best is not None and self.early_stop else None
-                if rows is not None and len(rows) == 0:
+                rows = (~best_fooled).nonzero().squeeze(1) if best is not None and self.early_stop \
+                    else torch.arange(len(images), device=images.device)
+                if len(rows) == 0:
                     break
-                run_images, run_labels = (images, labels) if rows is None else (images[rows], labels[rows])
+                run_images, run_labels = (images, labels) if best is None else (images[rows], labels[rows])
                 adversarial, params = self._run(model, run_images, run_labels, generator)
                 adversarial = adversarial.detach().clamp(0, 1)
                 with torch.no_grad():
@@ -210,8 +211,6 @@ class Attack:
                 if best is None:
                     best, best_params, best_fooled, best_loss = adversarial, params, fooled, loss
                     continue
-                if rows is None:
-                    rows = torch.arange(len(images), device=images.device)
                 better = (fooled & ~best_fooled[rows]) | ((fooled == best_fooled[rows]) & (loss > best_loss[rows]))
                 best[rows] = torch.where(better[:, None, None, None], adversarial, best[rows])
                 if params is not None and best_params is not None:
