@@ -25,10 +25,11 @@ penalty of this kind during evaluation; its bound is what defines the threat mod
 Optimisation: signed-gradient steps on the offsets with the margin loss (PAT: Adam, learning rate
 0.001, CW f6 loss; at 200 iterations both reach the bound). Default step size bound/10.
 ``MNIST_DEFAULTS`` maximise the cross-entropy instead. With our signed steps the margin loss
-stalls on a model trained against StAdv: on 40 test digits of the zoo's ``at-spatial-s0`` it
-left 52.5 % accuracy while ReColor made against the undefended Original and transferred left
-45.0 % (a white-box attack weaker than a transferred one), and the cross-entropy left 35.0 %. On
-the six other models of chapter 05 (2 × 40 digits each) the cross-entropy is never weaker.
+stalls on a model trained against StAdv: in chapter 05's runs (``runs/05_unforeseen_attacks``), on
+the 40 test digits of seed 0 it left ``at-spatial-s0`` 52.5 % accuracy while ReColor made against
+the undefended Original and transferred left 45.0 % (run ``default-08d3657781``); the
+cross-entropy leaves 35.0 % (run ``default-f04da3a41c``), and the six other models' ReColor
+columns are the same under both losses.
 
 Budgets: ``PAPER_DEFAULTS`` = PAT's ImageNet-100 evaluation (bound 0.06, 200 iterations);
 ``MNIST_DEFAULTS`` = same bound, 100 iterations (PAT's CIFAR-10 count). On near-binary digits a
