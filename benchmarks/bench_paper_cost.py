@@ -181,7 +181,7 @@ def chapter_work(stem: str, p: dict) -> dict[str, float] | None:
     gen, arch = ("cifar", "resnet18_cifar") if p.get("classifier_arch") == "resnet18_cifar" else \
         ("lsun", p.get("classifier_arch", "resnet50"))
     if stem == "02_latent_attacks":        # headline (3 moves) + Figure 3 (2 moves x 3 groups) + targeted (3) + explorer
-        latents = 3 * p["samples"] + 10 * p["figure_count"]
+        latents = 3 * p["samples"] + 10 * p["figure_count"] + p.get("targeted_samples", 0)   # + targeted success rate
         if not (p["eps"] > 0 and p["delta"] > 0):          # the step-size search
             grid = [g for g in (p["eps_grid"] + "," + p["delta_grid"]).split(",") if g.strip()]
             latents += len(grid) * p["search_samples"]

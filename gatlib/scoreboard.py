@@ -51,11 +51,14 @@ PAPER_TO_OURS: dict[str, tuple[str, str]] = {
     "table1.adv_trained.classification_lsun.adversarial": ("04_adversarial_training", "table1.gat.adversarial"),
     "table3.adv_trained.lsun": ("06_out_of_domain", "table3.gat.in_domain"),
     "table3.adv_trained.imagenet": ("06_out_of_domain", "table3.gat.out_of_domain"),
-    # chapter 02: the step sizes chosen for our generator, its median iterations-to-fool (both, all
+    # chapter 02: the step sizes chosen for our generator (its targeted attack uses the same ones on
+    # `default`, the paper's targeted values on `paper`), its median iterations-to-fool (both, all
     # layers), and label preservation by the oracles' majority — the machine analogue of the paper's
     # first user-study experiment (human raters)
     "step_sizes.non_targeted.lsun.eps_style": ("02_latent_attacks", "step_sizes.eps"),
     "step_sizes.non_targeted.lsun.delta_noise": ("02_latent_attacks", "step_sizes.delta"),
+    "step_sizes.targeted.lsun.eps_style": ("02_latent_attacks", "step_sizes.targeted.eps"),
+    "step_sizes.targeted.lsun.delta_noise": ("02_latent_attacks", "step_sizes.targeted.delta"),
     "step_sizes.typical_iterations_to_fool": ("02_latent_attacks", "attack.both.median_iterations"),
     "user_study.label_experiment.majority_matches_ground_truth.overall": ("02_latent_attacks",
                                                                           "preservation.both.majority"),

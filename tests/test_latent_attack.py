@@ -159,3 +159,24 @@ def test_a_batch_attack_equals_attacking_each_sample_alone(G, classifier, use_ca
         alone = latent_attack(G, classifier, *one, labels[i:i + 1], **kwargs)
         assert alone.iterations.item() == batch.iterations[i].item() and alone.success.item() == batch.success[i].item()
         torch.testing.assert_close(alone.images[0], batch.images[i], atol=1e-5, rtol=1e-4)
+
+
+def test_attack_batches_splits_a_per_sample_target_with_the_labels(G, classifier):
+    """One T per sample (eq. 3–4) through ``attack_batches``: each batch gets its own slice of the
+    targets, so the batched run equals attacking every batch's latents with its own targets."""
+    from gatlib.attacks.latent import attack_batches, concatenate
+
+    labels = torch.arange(10) % 10
+    target = (labels + 1 + torch.arange(10) % 9) % 10
+    kwargs = dict(eps=0.1, delta=1.0, max_iters=5, target=target)
+    batched = attack_batches(G, classifier, labels, seed=4, batch_size=4, progress=False, **kwargs)
+    assert torch.equal(batched.targets, target)
+    by_hand = []
+    for number, begin in enumerate(range(0, 10, 4)):
+        styles, noises = sample_latents(G, labels[begin:begin + 4], 4 * 100_003 + number)
+        by_hand.append(latent_attack(G, classifier, styles, noises, labels[begin:begin + 4],
+                                     **{**kwargs, "target": target[begin:begin + 4]}))
+    by_hand = concatenate(by_hand)
+    assert torch.equal(batched.success, by_hand.success) and torch.equal(batched.iterations, by_hand.iterations)
+    with pytest.raises(ValueError, match="target has 3 entries for 10 labels"):
+        attack_batches(G, classifier, labels, seed=4, batch_size=4, progress=False, **{**kwargs, "target": target[:3]})

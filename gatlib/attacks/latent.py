@@ -311,7 +311,8 @@ def sample_latents(G, labels: Tensor, seed: int, truncation_psi: float = 1.0):
 
 def attack_batches(G, classifier, labels: Tensor, seed: int, batch_size: int = 250, truncation_psi: float = 1.0,
                    progress: bool = True, **attack_kwargs) -> LatentAttackResult:
-    """``latent_attack`` over many samples in batches (seed + batch index per batch), results joined."""
+    """``latent_attack`` over many samples in batches (seed + batch index per batch), results joined.
+    A per-sample ``target`` tensor (eq. 3–4 with one T per sample) is split into the same batches."""
     from tqdm.auto import tqdm
 
     from .base import positive_int   # base imports this module
@@ -322,7 +323,12 @@ def attack_batches(G, classifier, labels: Tensor, seed: int, batch_size: int = 2
     for number, begin in enumerate(tqdm(starts, desc="latent attack", disable=not progress, leave=False)):
         batch_labels = labels[begin:begin + batch_size]
         styles, noises = sample_latents(G, batch_labels, seed * 100_003 + number, truncation_psi)
-        parts.append(latent_attack(G, classifier, styles, noises, batch_labels, **attack_kwargs))
+        kwargs = attack_kwargs
+        if isinstance(attack_kwargs.get("target"), Tensor) and attack_kwargs["target"].ndim > 0:
+            if len(attack_kwargs["target"]) != len(labels):
+                raise ValueError(f"target has {len(attack_kwargs['target'])} entries for {len(labels)} labels")
+            kwargs = {**attack_kwargs, "target": attack_kwargs["target"][begin:begin + batch_size]}
+        parts.append(latent_attack(G, classifier, styles, noises, batch_labels, **kwargs))
     return concatenate(parts)
 
 
