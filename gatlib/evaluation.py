@@ -95,21 +95,32 @@ def evaluate(model: nn.Module, dataset, attacks: Mapping[str, object] | None = N
     rows = []
     jobs = [(name, attack, seed) for seed in seeds for name, attack in attacks.items()]
     for name, attack, seed in tqdm(jobs, desc="evaluate", disable=not progress):
-        indices = _indices(size, count, seed)
-        generator = torch.Generator().manual_seed(seed)
-        correct = total = 0
         started = time.perf_counter()
-        for images, labels in _batches(dataset, indices, batch_size):
-            labels = validate_inputs(images, labels, "evaluate")   # the clean row too: range, shape, NaN
-            images, labels = images.to(device), labels.to(device)
-            if attack is not None:
-                images = attack(model, images, labels, generator=generator)
-            with _attack_mode(model), torch.no_grad():
-                correct += (model(images).argmax(1) == labels).sum().item()
-            total += len(labels)
-        rows.append({"attack": name, "seed": seed, "accuracy": correct / total, "samples": total,
+        correct = correct_mask(model, dataset, attack, _indices(size, count, seed), seed=seed,
+                               batch_size=batch_size, device=device)
+        rows.append({"attack": name, "seed": seed, "accuracy": int(correct.sum()) / len(correct), "samples": len(correct),
                      "seconds": time.perf_counter() - started})
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def correct_mask(model: nn.Module, dataset, attack, indices: torch.Tensor, *, seed: int, batch_size: int = 250,
+                 device=None) -> torch.Tensor:
+    """Per sample of ``dataset[indices]``: does ``model`` still classify it correctly after ``attack``
+    (``None``: clean)? A (len(indices),) bool tensor on the CPU. The attack's random draws come from
+    one generator seeded with ``seed`` (what :func:`evaluate` reports per seed)."""
+    if device is None:
+        parameter = next(iter(model.parameters()), None)
+        device = parameter.device if parameter is not None else torch.device("cpu")
+    generator = torch.Generator().manual_seed(seed)
+    parts = []
+    for images, labels in _batches(dataset, indices, batch_size):
+        labels = validate_inputs(images, labels, "evaluate")   # the clean row too: range, shape, NaN
+        images, labels = images.to(device), labels.to(device)
+        if attack is not None:
+            images = attack(model, images, labels, generator=generator)
+        with _attack_mode(model), torch.no_grad():
+            parts.append((model(images).argmax(1) == labels).cpu())
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.bool)
 
 
 def summary(table: pd.DataFrame) -> pd.DataFrame:

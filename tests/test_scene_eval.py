@@ -101,3 +101,26 @@ def test_zoo_scene_models_must_match_the_chapters_recipe(monkeypatch):
     spade_gat._check_zoo_recipe("scene-segmenter-gat-s0", {"eps": 0.005, "steps": 300, "unrecorded": 1})
     with pytest.raises(ValueError, match=r"eps: zoo 0.005 vs asked 0.001.*python -m gatlib.zoo train scene-segmenter-gat-s0"):
         spade_gat._check_zoo_recipe("scene-segmenter-gat-s0", {"eps": 0.001, "steps": 300})
+
+
+def test_table1_findings_reads_the_targets_and_gains_off_the_tables():
+    rows = ["original", "gat", "control-generated", "gat-filtered", "control-generated-filtered"]
+    segmentation = pd.DataFrame({"clean_foreground_accuracy_mean": [0.98, 0.96, 0.97, 0.978, 0.98],
+                                 "adversarial_foreground_accuracy_mean": [0.40, 0.73, 0.765, 0.80, 0.812]}, index=rows)
+    detection = pd.DataFrame({"clean_map_mean": [0.84, 0.82, 0.84], "adversarial_map_mean": [0.50, 0.50, 0.49]},
+                             index=rows[:3])
+    findings = scene_eval.table1_findings({"segmentation": segmentation, "detection": detection},
+                                          {"segmentation": "foreground_accuracy", "detection": "map"}, max_iters=10)
+    # 98 → 40: a 58-point drop meets the segmentation bar; 84 → 50 mAP is a 40 % drop, short of 50 %
+    assert findings["targets"] == {"segmentation_drop_at_least_50_points": True,
+                                   "detection_ap_drop_at_least_50pct": False}
+    numbers = findings["numbers"]
+    assert numbers["gat_minus_control.segmentation"] == pytest.approx(0.73 - 0.765)
+    assert numbers["gat_minus_control.detection"] == pytest.approx(0.01)
+    assert numbers["gat_filtered_minus_control_filtered.segmentation"] == pytest.approx(0.80 - 0.812)
+    assert numbers["label_filter_gain.gat.segmentation"] == pytest.approx(0.80 - 0.73)
+    assert "label_filter_gain.gat.detection" not in numbers   # detection has no filtered rows
+    segmentation_text, detection_text = findings["sentences"]
+    assert "falls by **58.0 points** (98.0 → 40.0 %)" in segmentation_text
+    assert "the filter is worth **+7.0 points**" in segmentation_text
+    assert "falls by **40 %** (84.0 → 50.0)" in detection_text and "filter" not in detection_text

@@ -3,6 +3,7 @@ and the defenses as fine-tuned zoo rows."""
 import pandas as pd
 import pytest
 import torch
+from torch import nn
 
 from gatlib import classifiers, finetune, unforeseen, zoo
 from gatlib.data import DigitDataset
@@ -117,9 +118,12 @@ def test_strength_transfer_and_bound_curve_run_on_tiny_models(tiny_models, tiny_
     attacks = {"pgd": pgd.mnist(steps=2)}
     base = unforeseen.evaluate_rows(tiny_models, tiny_set, attacks, seeds=[0], count=8, progress=False)
     assert set(base.column) == {"clean", "pgd"} and (base.samples == 8).all()
-    strength = unforeseen.strength_checks(tiny_models, tiny_set, attacks, count=8, base=base, min_accuracy=0.0,
+    strength = unforeseen.strength_checks(tiny_models, tiny_set, attacks, count=8, min_accuracy=0.0,
                                           steps_factor=2, restarts=2, progress=False)
     assert {"steps_x2", "restarts_2", "drop_steps_x2", "drop_restarts_2"} <= set(strength.columns)
+    pgd_base = base[base.column == "pgd"].set_index("row").accuracy
+    for line in strength.itertuples():   # the standard column is evaluate's number on the same images
+        assert line.standard == pytest.approx(pgd_base[line.row])
     transfer = unforeseen.transfer_check(tiny_models, tiny_set, attacks, count=8, white_box=base)
     assert list(transfer.row) == ["other"] and transfer.transfer.between(0, 1).all()
     curve = unforeseen.bound_curve(tiny_models, tiny_set, lambda b: pgd.mnist(bound=b, steps=1), [0.0, 0.3],
@@ -157,3 +161,47 @@ def test_advprop_row_trains_and_collapses_to_a_plain_classifier(one_thread):
 def test_gat_mode_refuses_zero_step_sizes(tiny_generator):
     with pytest.raises(ValueError, match="positive"):
         finetune.make_mode("gat", tiny_generator, eps=0.0, delta=0.0)
+
+
+class _LabelModel(nn.Module):
+    """Reads the class off the image: image k is filled with (k + 0.5) / 10."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, images):
+        value = images.flatten(1).mean(1, keepdim=True) * 10 * self.scale
+        return -(value - 0.5 - torch.arange(10)).abs()
+
+
+class _ScriptedAttack:
+    """Fools the labels below ``reach`` (4 at the standard budget, 6 with 5x the steps; restarts
+    also fool 9) and records the batch sizes it is called with."""
+    bound, step_size, loss, random_start = 0.1, 0.01, "ce", False
+
+    def __init__(self, seen):
+        self.steps, self.restarts, self.seen = 10, 1, seen
+
+    def __call__(self, model, images, labels, generator=None):
+        self.seen.append((self.steps, self.restarts, len(labels)))
+        fooled = labels < (6 if self.steps > 10 else 4)
+        if self.restarts > 1:
+            fooled |= labels == 9
+        shown = torch.where(fooled, (labels + 1) % 10, labels)
+        return ((shown.float() + 0.5) / 10).view(-1, 1, 1, 1).expand_as(images).clone()
+
+
+def test_strength_checks_attack_only_the_survivors_and_count_the_worst_case():
+    images = ((torch.arange(10).float() + 0.5) / 10).view(-1, 1, 1, 1).expand(10, 1, 32, 32).clone()
+    test_set = DigitDataset(images, torch.arange(10), "scripted")
+    seen = []
+    strength = unforeseen.strength_checks({"model": _LabelModel()}, test_set, {"scripted": _ScriptedAttack(seen)},
+                                          count=None, progress=False)
+    line = strength.iloc[0]
+    assert line.standard == pytest.approx(0.6)                  # labels 0-3 fooled
+    assert line.steps_x5 == pytest.approx(0.4)                  # 4 and 5 fall too
+    assert line.restarts_5 == pytest.approx(0.5)                # 9 falls too
+    assert line.drop_steps_x5 == pytest.approx(0.2) and line.drop_restarts_5 == pytest.approx(0.1)
+    # the standard attack sees all 10 images, each stronger one only the 6 survivors
+    assert seen == [(10, 1, 10), (50, 1, 6), (10, 5, 6)]
