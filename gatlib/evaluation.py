@@ -98,8 +98,8 @@ def evaluate(model: nn.Module, dataset, attacks: Mapping[str, object] | None = N
         started = time.perf_counter()
         correct = correct_mask(model, dataset, attack, _indices(size, count, seed), seed=seed,
                                batch_size=batch_size, device=device)
-        rows.append({"attack": name, "seed": seed, "accuracy": int(correct.sum()) / len(correct), "samples": len(correct),
-                     "seconds": time.perf_counter() - started})
+        rows.append({"attack": name, "seed": seed, "accuracy": int(correct.sum()) / len(correct),
+                     "samples": len(correct), "seconds": time.perf_counter() - started})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

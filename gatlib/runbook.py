@@ -59,6 +59,7 @@ log = logging.getLogger("gat")
 # Mirrors gatlib.chapter.PROFILES (kept here so that `gat` does not import torch just to validate).
 PROFILES = ("smoke", "default", "paper")
 RESULTS_ENV = "GAT_RESULTS_FILE"
+OMP_WAIT_ENV = "OMP_WAIT_POLICY"
 # Set for the kernels the runner starts: no person is at the controls, so interactive explorers draw
 # their static figures instead of building ipywidgets (an Output widget that captures a figure can
 # leave nbclient waiting forever for the cell's reply; chapter 02 hung in about one run in three).
@@ -358,9 +359,12 @@ def execute(run: PreparedRun, progress: bool = False) -> dict:
     status, error = "ok", None
     try:
         # the kernel draws figures inline whatever the caller's MPLBACKEND (CI exports Agg for the
-        # tests' own plots; a kernel that inherits it would show no figure in the book)
+        # tests' own plots; a kernel that inherits it would show no figure in the book). Its OpenMP
+        # threads sleep when idle unless the caller chose otherwise: on the 2-core CPU spinning threads
+        # compete with the kernel's own, and every default chapter peaked 0.15-0.6 GiB higher with them
+        # (chapter 04: 4.35 GiB against 3.77, over the book's 4 GiB budget)
         with _env(RESULTS_ENV, str(partial.resolve())), _env("MPLBACKEND", INLINE_BACKEND), _env(BATCH_ENV, "1"), \
-                _quiet_papermill():
+                _env(OMP_WAIT_ENV, os.environ.get(OMP_WAIT_ENV, "PASSIVE")), _quiet_papermill():
             papermill.execute_notebook(
                 run.nb, str(executed), parameters=run.parameters, kernel_name="python3",
                 language="python", cwd=str(cwd), progress_bar=progress, log_output=False)

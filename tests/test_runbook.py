@@ -319,3 +319,40 @@ def test_scoreboard_finds_numbers_under_flat_dotted_keys_and_nested_dicts():
     assert scoreboard._lookup(numbers, "a.b.c") == 1.0 and scoreboard._lookup(numbers, "a.b.d") == 2.0
     assert scoreboard._lookup(numbers, "preservation.both.missing") is None
     assert scoreboard._lookup(numbers, "nothing") is None
+
+
+def test_every_run_the_prose_cites_is_committed():
+    """A run id named in the hand-written pages, the chapters or a docstring (e.g. deviations.md
+    citing the run a number came from) must have its results.json under runs/: deleting a
+    superseded run that prose still cites leaves a reader with a dangling reference."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    generated = {root / "book" / "reproduction.md"}           # rewritten by `gat report` from runs/
+    sources = [p for p in (*(root / "book").glob("*.md"), *(root / "notebooks").glob("*.md"),
+                           *(root / "gatlib").rglob("*.py")) if p not in generated]
+    committed = {p.parent.name for p in (root / "runs").glob("*/*/results.json")}
+    cited = {}
+    for path in sources:
+        for run_id in re.findall(r"\b((?:default|paper)-[0-9a-f]{10})\b", path.read_text()):
+            cited.setdefault(run_id, path.relative_to(root))
+    assert cited, "the pages cite no run at all: the pattern is out of date"
+    missing = {run_id: str(path) for run_id, path in cited.items() if run_id not in committed}
+    assert not missing, f"cited runs with no results.json under runs/: {missing}"
+
+
+def test_the_kernel_gets_sleeping_openmp_threads_unless_the_caller_chose(tmp_path, monkeypatch):
+    """OMP_WAIT_POLICY=PASSIVE for the kernel (lower peak memory on the 2-core CPU), a caller's own
+    choice kept, and the runner's environment restored afterwards."""
+    import papermill
+
+    seen = []
+    monkeypatch.setattr(papermill, "execute_notebook",
+                        lambda *args, **kwargs: seen.append(os.environ.get("OMP_WAIT_POLICY")))
+    run = runbook.PreparedRun(RECORD, "smoke", None, tmp_path)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    runbook.execute(run)
+    assert "OMP_WAIT_POLICY" not in os.environ
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    runbook.execute(run)
+    assert seen == ["PASSIVE", "ACTIVE"] and os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
