@@ -360,9 +360,9 @@ def execute(run: PreparedRun, progress: bool = False) -> dict:
     try:
         # the kernel draws figures inline whatever the caller's MPLBACKEND (CI exports Agg for the
         # tests' own plots; a kernel that inherits it would show no figure in the book). Its OpenMP
-        # threads sleep when idle unless the caller chose otherwise: on the 2-core CPU spinning threads
-        # compete with the kernel's own, and every default chapter peaked 0.15-0.6 GiB higher with them
-        # (chapter 04: 4.35 GiB against 3.77, over the book's 4 GiB budget)
+        # threads sleep when idle unless the caller chose otherwise: with spinning threads the default
+        # chapters peaked higher on the 2-core CPU (chapter 00: 1.40 GiB against 1.22; chapter 04: 4.35
+        # GiB against 3.62, over the book's 4 GiB budget), with the same numbers
         with _env(RESULTS_ENV, str(partial.resolve())), _env("MPLBACKEND", INLINE_BACKEND), _env(BATCH_ENV, "1"), \
                 _env(OMP_WAIT_ENV, os.environ.get(OMP_WAIT_ENV, "PASSIVE")), _quiet_papermill():
             papermill.execute_notebook(
