@@ -55,3 +55,27 @@ def test_ci_run_is_strict_installs_chromium_and_runs_make_test():
     assert "apt-get install -y -qq chromium" in script and "</dev/null" in script
     assert script.rstrip().splitlines()[-1].startswith("make test")
     assert subprocess.run(["bash", "-n", str(ROOT / ".ci" / "run")]).returncode == 0
+
+
+def test_loadgroup_keeps_the_smoke_book_tests_on_one_worker(tmp_path):
+    """`make test` runs `pytest -n 2 --dist loadgroup` and relies on tests/conftest.py tagging every
+    test that needs the smoke book with one xdist group, so that only one worker builds it. That tag
+    silently does nothing under a pytest that pytest-xdist cannot rename nodes in (pytest 9 with
+    xdist 3.8: the book was built twice and the suite took 10 minutes): check it really groups."""
+    import shutil
+    import sys
+
+    shutil.copy(ROOT / "tests" / "conftest.py", tmp_path / "conftest.py")
+    (tmp_path / "test_grouped.py").write_text(
+        "import os\nimport pytest\n\n"
+        "@pytest.fixture(scope='session')\ndef smoke_book():   # the real one builds the book: not here\n"
+        "    return os.environ['PYTEST_XDIST_WORKER']\n\n"
+        "@pytest.mark.parametrize('page', range(6))\ndef test_page(smoke_book, page):\n    pass\n\n"
+        "@pytest.mark.parametrize('other', range(6))\ndef test_other(other):\n    pass\n")
+    completed = subprocess.run([sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadgroup", "-v",
+                                "-p", "no:cacheprovider", str(tmp_path)],
+                               capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
+    workers = {line.split()[0] for line in completed.stdout.splitlines()
+               if "PASSED" in line and "test_page" in line}
+    assert len(workers) == 1, f"the smoke-book tests ran on {sorted(workers)}:\n{completed.stdout[-2000:]}"
