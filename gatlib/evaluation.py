@@ -88,9 +88,6 @@ def evaluate(model: nn.Module, dataset, attacks: Mapping[str, object] | None = N
     size = len(dataset)
     if size == 0:
         raise ValueError("evaluate: the dataset is empty")
-    if device is None:
-        parameter = next(iter(model.parameters()), None)
-        device = parameter.device if parameter is not None else torch.device("cpu")
 
     rows = []
     jobs = [(name, attack, seed) for seed in seeds for name, attack in attacks.items()]

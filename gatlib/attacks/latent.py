@@ -318,16 +318,16 @@ def attack_batches(G, classifier, labels: Tensor, seed: int, batch_size: int = 2
     from .base import positive_int   # base imports this module
 
     batch_size = positive_int(batch_size, "batch_size")
+    target = attack_kwargs.get("target")
+    per_sample = isinstance(target, Tensor) and target.ndim > 0
+    if per_sample and len(target) != len(labels):
+        raise ValueError(f"target has {len(target)} entries for {len(labels)} labels")
     parts = []
     starts = range(0, len(labels), batch_size)
     for number, begin in enumerate(tqdm(starts, desc="latent attack", disable=not progress, leave=False)):
         batch_labels = labels[begin:begin + batch_size]
         styles, noises = sample_latents(G, batch_labels, seed * 100_003 + number, truncation_psi)
-        kwargs = attack_kwargs
-        if isinstance(attack_kwargs.get("target"), Tensor) and attack_kwargs["target"].ndim > 0:
-            if len(attack_kwargs["target"]) != len(labels):
-                raise ValueError(f"target has {len(attack_kwargs['target'])} entries for {len(labels)} labels")
-            kwargs = {**attack_kwargs, "target": attack_kwargs["target"][begin:begin + batch_size]}
+        kwargs = {**attack_kwargs, "target": target[begin:begin + batch_size]} if per_sample else attack_kwargs
         parts.append(latent_attack(G, classifier, styles, noises, batch_labels, **kwargs))
     return concatenate(parts)
 
