@@ -216,10 +216,10 @@ def chapter_work(stem: str, p: dict) -> dict[str, float] | None:
             work[forward] += seeds * 3 * curve_points * p["curve_images"]
             work[f"gen_forward_{gen}"] = seeds * refreshes * p["pool_size"]              # control-generated pool
         return work
-    if stem == "05_unforeseen_attacks":    # Table 2 + figure + strength checks (5x steps, 5 restarts) + transfer
+    if stem == "05_unforeseen_attacks":    # Table 2 + figure + strength checks (5x steps, 4 more starts) + transfer
         budget = image_attack_budget()
         runs = (TABLE2_ROWS * len(p["eval_seeds"]) * p["test_images"] + 8
-                + len(p["strength_rows"]) * p["strength_images"] * (1 + 5 + 5)
+                + len(p["strength_rows"]) * p["strength_images"] * (1 + 5 + 4)
                 + (TABLE2_ROWS + 1) * p["transfer_images"])
         return {"image_attack_step_lsun_resnet50": runs * budget["all"], "lpips_step": runs * budget["lpa"],
                 "lpips_forward": runs * budget["lpa"],

@@ -47,3 +47,22 @@ def test_label_agreement_matches_accuracy(test_digits):
 def test_features_need_an_embedding():
     with pytest.raises(ValueError, match="no .embed"):
         quality.Features(torch.nn.Linear(3, 3))
+
+
+def test_label_agreement_is_an_exact_ratio_so_a_bar_on_the_edge_passes():
+    """19 of 20 is 0.95 exactly (a float32 mean gives 0.94999999 and fails the chapter's ≥ 0.95)."""
+
+    class Fixed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.unused = torch.nn.Parameter(torch.zeros(()))   # predict() reads the device off a parameter
+
+        def forward(self, images):
+            return torch.nn.functional.one_hot(torch.zeros(len(images), dtype=torch.long), 10).float()
+
+    labels = torch.zeros(20, dtype=torch.long)
+    labels[0] = 3                                   # one of twenty disagrees
+    agreement = quality.label_agreement(Fixed(), torch.rand(20, 1, 32, 32), labels)
+    assert agreement == 0.95 and agreement >= 0.95
+    with pytest.raises(ValueError, match="at least one image"):
+        quality.label_agreement(Fixed(), torch.rand(0, 1, 32, 32), labels[:0])

@@ -120,7 +120,8 @@ def test_strength_transfer_and_bound_curve_run_on_tiny_models(tiny_models, tiny_
     assert set(base.column) == {"clean", "pgd"} and (base.samples == 8).all()
     strength = unforeseen.strength_checks(tiny_models, tiny_set, attacks, count=8, min_accuracy=0.0,
                                           steps_factor=2, restarts=2, progress=False)
-    assert {"steps_x2", "restarts_2", "drop_steps_x2", "drop_restarts_2"} <= set(strength.columns)
+    assert {"steps_x2", "worst", "drop_steps_x2", "drop_restarts_2", "drop_total"} <= set(strength.columns)
+    assert (strength.worst <= strength.steps_x2).all() and (strength.steps_x2 <= strength.standard).all()
     pgd_base = base[base.column == "pgd"].set_index("row").accuracy
     for line in strength.itertuples():   # the standard column is evaluate's number on the same images
         assert line.standard == pytest.approx(pgd_base[line.row])
@@ -201,7 +202,10 @@ def test_strength_checks_attack_only_the_survivors_and_count_the_worst_case():
     line = strength.iloc[0]
     assert line.standard == pytest.approx(0.6)                  # labels 0-3 fooled
     assert line.steps_x5 == pytest.approx(0.4)                  # 4 and 5 fall too
-    assert line.restarts_5 == pytest.approx(0.5)                # 9 falls too
+    assert line.worst == pytest.approx(0.3)                     # then 9 falls to the restarts
     assert line.drop_steps_x5 == pytest.approx(0.2) and line.drop_restarts_5 == pytest.approx(0.1)
-    # the standard attack sees all 10 images, each stronger one only the 6 survivors
-    assert seen == [(10, 1, 10), (50, 1, 6), (10, 5, 6)]
+    assert line.drop_total == pytest.approx(0.3)                      # the worst case over every stage
+    assert line.drop_restarts_5 == 1 / 10          # shares are count ratios: no float residue at a bar's edge
+    # the standard attack sees all 10 images, the 5x-steps one its 6 survivors, and the 4 further
+    # random starts (5 in all, the standard run being the first) the 4 digits both left correct
+    assert seen == [(10, 1, 10), (50, 1, 6), (10, 4, 4)]
