@@ -178,14 +178,14 @@ class _LabelModel(nn.Module):
 
 class _ScriptedAttack:
     """Fools the labels below ``reach`` (4 at the standard budget, 6 with 5x the steps; restarts
-    also fool 9) and records the batch sizes it is called with."""
+    also fool 9) and records its budget, random start and batch size at every call."""
     bound, step_size, loss, random_start = 0.1, 0.01, "ce", False
 
     def __init__(self, seen):
         self.steps, self.restarts, self.seen = 10, 1, seen
 
     def __call__(self, model, images, labels, generator=None):
-        self.seen.append((self.steps, self.restarts, len(labels)))
+        self.seen.append((self.steps, self.restarts, self.random_start, len(labels)))
         fooled = labels < (6 if self.steps > 10 else 4)
         if self.restarts > 1:
             fooled |= labels == 9
@@ -204,8 +204,8 @@ def test_strength_checks_attack_only_the_survivors_and_count_the_worst_case():
     assert line.steps_x5 == pytest.approx(0.4)                  # 4 and 5 fall too
     assert line.worst == pytest.approx(0.3)                     # then 9 falls to the restarts
     assert line.drop_steps_x5 == pytest.approx(0.2) and line.drop_restarts_5 == pytest.approx(0.1)
-    assert line.drop_total == pytest.approx(0.3)                      # the worst case over every stage
+    assert line.drop_total == pytest.approx(0.3)                # the worst case over every stage
     assert line.drop_restarts_5 == 1 / 10          # shares are count ratios: no float residue at a bar's edge
     # the standard attack sees all 10 images, the 5x-steps one its 6 survivors, and the 4 further
     # random starts (5 in all, the standard run being the first) the 4 digits both left correct
-    assert seen == [(10, 1, 10), (50, 1, 6), (10, 4, 4)]
+    assert seen == [(10, 1, False, 10), (50, 1, False, 6), (10, 4, True, 4)]
