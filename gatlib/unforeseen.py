@@ -56,15 +56,18 @@ def image_attacks(profile: str = "default", perceptual_kind: str = "ppgd", dista
             "perceptual": perceptual.mnist(perceptual_kind, **extra, **overrides)}
 
 
-def stronger(attack, steps_factor: int = 1, restarts: int = 1):
+def stronger(attack, steps_factor: int = 1, restarts: int = 1, random_start: bool | None = None):
     """A copy of ``attack`` with ``steps_factor``× the iterations (same step size) and ``restarts``
-    random restarts (random starts switched on when restarting)."""
+    random restarts (random starts switched on when restarting). ``random_start`` sets the copy's
+    random start explicitly (e.g. a single extra run that must not replay a deterministic one)."""
     if steps_factor < 1 or restarts < 1:
         raise ValueError(f"steps_factor ({steps_factor}) and restarts ({restarts}) must be ≥ 1")
     out = copy.copy(attack)
     out.steps = attack.steps * int(steps_factor)
     out.restarts = int(restarts)
-    if restarts > 1:
+    if random_start is not None:
+        out.random_start = bool(random_start)
+    elif restarts > 1:
         out.random_start = True
     return out
 
@@ -201,22 +204,20 @@ def strength_checks(models: Mapping[str, nn.Module], test_set, attacks: Mapping[
     records = []
     for row, name in tqdm(jobs, desc="strength checks", disable=not progress):
         model, attack = models[row], attacks[name]
-        survived = correct_mask(model, test_set, attack, indices, seed=seed)
         total = len(indices)
-        if int(survived.sum()) / total < min_accuracy:
+        left = indices[correct_mask(model, test_set, attack, indices, seed=seed)]
+        standard = len(left)                       # digits still correct after each stage
+        if standard / total < min_accuracy:
             continue
-        left = indices[survived]
-        counts = [len(left)]                      # digits still correct after each stage
         if len(left) and steps_factor > 1:
             left = left[correct_mask(model, test_set, stronger(attack, steps_factor=steps_factor), left, seed=seed)]
-        counts.append(len(left))
+        after_steps = len(left)
         if len(left) and restarts > 1:
-            restarted = stronger(attack, restarts=restarts - 1)
-            restarted.random_start = True      # even a single extra run must not replay the standard one
+            # even a single extra run must be random: it must not replay the standard one
+            restarted = stronger(attack, restarts=restarts - 1, random_start=True)
             left = left[correct_mask(model, test_set, restarted, left, seed=seed + 1)]
-        counts.append(len(left))
+        worst = len(left)
         # every share from integer counts: one digit of 50 is exactly 0.02, so it meets a ≤ 0.02 bar
-        standard, after_steps, worst = counts
         records.append({"row": row, "attack": name, "standard": standard / total, steps_name: after_steps / total,
                         "worst": worst / total, f"drop_{steps_name}": (standard - after_steps) / total,
                         f"drop_{restarts_name}": (after_steps - worst) / total, "drop_total": (standard - worst) / total})

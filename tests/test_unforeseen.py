@@ -91,6 +91,8 @@ def test_stronger_copies_budget_without_touching_the_original():
     assert (strong.steps, strong.restarts, strong.random_start) == (5 * attack.steps, 3, True)
     assert (attack.steps, attack.restarts, attack.random_start) == (pgd.MNIST_DEFAULTS["steps"], 1, False)
     assert strong.step_size == attack.step_size
+    single = unforeseen.stronger(attack, random_start=True)     # one extra run, from a random start
+    assert (single.steps, single.restarts, single.random_start, attack.random_start) == (attack.steps, 1, True, False)
     with pytest.raises(ValueError, match="restarts"):
         unforeseen.stronger(attack, restarts=0)
 
