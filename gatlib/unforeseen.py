@@ -118,6 +118,22 @@ def table2(per_seed: pd.DataFrame, trained_against: Mapping[str, str | None] = T
     return wide
 
 
+def table2_from_numbers(numbers: Mapping[str, object]) -> pd.DataFrame:
+    """Table 2 (fractions, ``COLUMNS`` + ``mean_unseen``) read back from the numbers chapter 05
+    records (``results.json``'s ``numbers``: keys ``table2.<row>.<column>``), rows in ``ROWS`` order:
+    what a later check needs to recompute something from a finished run."""
+    cells: dict[str, dict[str, float]] = {}
+    for key, value in numbers.items():
+        parts = key.split(".")
+        if len(parts) == 3 and parts[0] == "table2" and parts[1] in ROWS and parts[2] in COLUMNS + ("mean_unseen",):
+            cells.setdefault(parts[1], {})[parts[2]] = float(value)
+    if not cells:
+        raise ValueError("table2_from_numbers: no table2.<row>.<column> numbers (not a chapter 05 run?)")
+    wide = pd.DataFrame(cells).T
+    return wide.reindex(index=[r for r in ROWS if r in cells],
+                        columns=[c for c in COLUMNS + ("mean_unseen",) if c in wide.columns])
+
+
 def table2_ci(per_seed: pd.DataFrame, trained_against: Mapping[str, str | None] = TRAINED_AGAINST,
               confidence: float = 0.95) -> pd.DataFrame:
     """Table 2 as ``"mean ± CI"`` strings (percent) over the evaluation seeds, the unseen mean
@@ -222,6 +238,33 @@ def strength_checks(models: Mapping[str, nn.Module], test_set, attacks: Mapping[
                         "worst": worst / total, f"drop_{steps_name}": (standard - after_steps) / total,
                         f"drop_{restarts_name}": (after_steps - worst) / total, "drop_total": (standard - worst) / total})
     return pd.DataFrame(records)
+
+
+def worst_case_table(wide: pd.DataFrame, strength: pd.DataFrame,
+                     trained_against: Mapping[str, str | None] = TRAINED_AGAINST) -> pd.DataFrame:
+    """Table 2 (``table2``'s wide table, fractions) with every cell that ``strength_checks`` examined
+    lowered by that cell's ``drop_total`` (floored at 0) and ``mean_unseen`` recomputed under the
+    same rule: an estimate of what the table would read under the stronger attacks.
+
+    An estimate, not a measurement: Table 2's cells are means over the evaluation seeds, the drops
+    come from the ``count`` images of one seed, so a cell moves by the share of images the standard
+    budget missed *on those images*. Cells the checks skipped (already below their ``min_accuracy``)
+    or rows they did not attack keep their value. Adds ``checked`` (the attack columns lowered, in
+    ``ATTACK_COLUMNS`` order) per row."""
+    missing = {"row", "attack", "drop_total"} - set(strength.columns)
+    if len(strength) and missing:
+        raise ValueError(f"worst_case_table: strength has no columns {sorted(missing)}; pass strength_checks' table")
+    out = wide.copy()
+    checked: dict[str, list[str]] = {row: [] for row in out.index}
+    for line in strength.itertuples():
+        if line.row not in out.index or line.attack not in out.columns:
+            raise ValueError(f"worst_case_table: strength checked ({line.row}, {line.attack}), "
+                             "which is not a cell of Table 2")
+        out.loc[line.row, line.attack] = max(0.0, float(out.loc[line.row, line.attack]) - float(line.drop_total))
+        checked[line.row].append(line.attack)
+    out["mean_unseen"] = mean_unseen(out.drop(columns=["mean_unseen"], errors="ignore"), trained_against)
+    out["checked"] = [", ".join(c for c in ATTACK_COLUMNS if c in checked[row]) for row in out.index]
+    return out
 
 
 def transfer_check(models: Mapping[str, nn.Module], test_set, attacks: Mapping[str, object], *, source: str = "original",

@@ -211,3 +211,52 @@ def test_strength_checks_attack_only_the_survivors_and_count_the_worst_case():
     # the standard attack sees all 10 images, the 5x-steps one its 6 survivors, and the 4 further
     # random starts (5 in all, the standard run being the first) the 4 digits both left correct
     assert seen == [(10, 1, False, 10), (50, 1, False, 6), (10, 4, True, 4)]
+
+
+def test_worst_case_table_lowers_the_checked_cells_and_recomputes_the_unseen_mean():
+    wide = pd.DataFrame({"clean": [0.99, 0.98], "gat": [0.1, 0.5], "pgd": [0.0, 0.6], "spatial": [0.3, 0.4],
+                         "recolor": [0.8, 0.9], "perceptual": [0.02, 0.3]}, index=["original", "at-pgd"])
+    wide["mean_unseen"] = unforeseen.mean_unseen(wide)
+    strength = pd.DataFrame([{"row": "original", "attack": "spatial", "drop_total": 0.1},
+                             {"row": "original", "attack": "perceptual", "drop_total": 0.06},   # floored at 0
+                             {"row": "at-pgd", "attack": "pgd", "drop_total": 0.2}])
+    worst = unforeseen.worst_case_table(wide, strength)
+    assert worst.loc["original", "spatial"] == pytest.approx(0.2)
+    assert worst.loc["original", "perceptual"] == 0.0
+    assert worst.loc["original", "mean_unseen"] == pytest.approx((0.1 + 0.0 + 0.2 + 0.8 + 0.0) / 5)
+    # AT-PGD's own attack is lowered but stays out of its unseen mean, which therefore does not move
+    assert worst.loc["at-pgd", "pgd"] == pytest.approx(0.4)
+    assert worst.loc["at-pgd", "mean_unseen"] == pytest.approx(wide.loc["at-pgd", "mean_unseen"])
+    assert list(worst.checked) == ["spatial, perceptual", "pgd"]
+    assert wide.loc["original", "spatial"] == 0.3                 # the measured table is left alone
+    with pytest.raises(ValueError, match="not a cell of Table 2"):
+        unforeseen.worst_case_table(wide, pd.DataFrame([{"row": "pat", "attack": "pgd", "drop_total": 0.1}]))
+    with pytest.raises(ValueError, match="drop_total"):
+        unforeseen.worst_case_table(wide, pd.DataFrame([{"row": "original", "attack": "pgd"}]))
+
+
+def test_worst_case_means_quoted_in_the_book_come_from_the_all_rows_run():
+    """Chapter 05 and deviations.md quote the worst-case unseen means of the run that checked all
+    seven rows; they must be what worst_case_table computes from that run's own numbers."""
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    run = "default-f757bd8684"
+    numbers = json.loads((root / "runs/05_unforeseen_attacks" / run / "results.json").read_text())["numbers"]
+    measured = unforeseen.table2_from_numbers(numbers)
+    assert list(measured.index) == list(unforeseen.ROWS)
+    assert len(numbers["strength.table"]) > 5           # every row checked, not only the default two
+    worst = unforeseen.worst_case_table(measured, pd.DataFrame(numbers["strength.table"]))
+    # the quoted ranking: AdvProp falls from first to third; GAT's mean does not move
+    assert measured.mean_unseen.idxmax() == "advprop"
+    assert list(worst.drop(index="original").mean_unseen.sort_values(ascending=False).index[:3]) == \
+        ["at-pgd", "pat", "advprop"]
+    assert worst.loc["gat", "mean_unseen"] == pytest.approx(measured.loc["gat", "mean_unseen"])
+    quoted = {row: f"{100 * worst.loc[row, 'mean_unseen']:.1f} %" for row in ("advprop", "at-pgd", "pat")}
+    for page in ("notebooks/05_unforeseen_attacks.md", "book/deviations.md"):
+        text = " ".join((root / page).read_text().split())
+        assert run in text, page
+        for row, value in quoted.items():
+            assert value in text, f"{page} does not quote {row}'s worst-case mean {value}"
+        assert f"{100 * measured.loc['advprop', 'mean_unseen']:.1f} %" in text, page
