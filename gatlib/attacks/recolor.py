@@ -28,7 +28,7 @@ Optimisation: signed-gradient steps on the offsets with the margin loss (PAT: Ad
 stalls on a model trained against StAdv: in chapter 05's runs (``runs/05_unforeseen_attacks``), on
 the 40 test digits of seed 0 it left ``at-spatial-s0`` 52.5 % accuracy while ReColor made against
 the undefended Original and transferred left 45.0 % (run ``default-08d3657781``); the
-cross-entropy leaves 35.0 % (run ``default-92da204b81``), and the six other models' ReColor
+cross-entropy leaves 35.0 % (run ``default-6b458f319c``), and the six other models' ReColor
 columns are the same under both losses.
 
 Budgets: ``PAPER_DEFAULTS`` = PAT's ImageNet-100 evaluation (bound 0.06, 200 iterations);
