@@ -1,0 +1,118 @@
+"""Controls for the label-preservation measurement: when the oracles say a successful latent
+attack changed the digit, is that the attack's doing, and is it real?
+
+Chapter 02 finds that the independent oracles (``gatlib.oracles``) still see the conditioning class
+c in only about half of the successful adversarial digits, where the paper's raters saw it in 99.2 %.
+Two explanations would make that number an artefact, and each has a control here:
+
+* **The step sizes are simply too large** — any latent move of that size would wreck the digit.
+  :func:`random_move` renders each sample after a move of exactly the attack's size in a random
+  direction: every coordinate of y and η moves by the same amount |Δ| as the attack moved it, with
+  a random sign. Same per-coordinate size (so the same L∞, L1 and L2 distance in latent space),
+  no gradient. If those digits keep their class, the size is not the cause; the direction is.
+* **The oracles are fooled, not the digit changed** — adversarial examples transfer between
+  neural networks, so trained oracles could share F's mistake. :class:`PixelKNN` is an oracle with
+  no gradient and no learned features: the majority class of the k nearest *real* training digits
+  in pixel space (Fix & Hodges' k-NN). It says which real digits an image looks like; no attack on
+  F can transfer to it through shared features. If it agrees with the trained oracles, the pixels
+  really moved toward another class.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+__all__ = ["PixelKNN", "random_move"]
+
+
+class PixelKNN(nn.Module):
+    """A k-nearest-neighbour classifier over real images in pixel space, as a module: ``forward``
+    returns the share of the k neighbours in each class, (B, num_classes), so ``argmax`` is the
+    majority vote (ties go to the lower class index, as in scikit-learn) and
+    ``gatlib.classifiers.predict`` works on it.
+
+    Build it with :meth:`fit` from a ``DigitDataset`` (or any images and labels); the distances are
+    Euclidean on the flattened [0, 1] images (scikit-learn's ``KNeighborsClassifier``, brute force).
+    Images must have the training images' shape."""
+
+    def __init__(self, images: Tensor, labels: Tensor, k: int = 5, num_classes: int | None = None):
+        super().__init__()
+        from sklearn.neighbors import KNeighborsClassifier
+
+        if not isinstance(images, Tensor) or images.ndim != 4:
+            raise ValueError(f"PixelKNN: images must be a (N, C, H, W) tensor, got "
+                             f"{tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__}")
+        if len(labels) != len(images):
+            raise ValueError(f"PixelKNN: {len(images)} images but {len(labels)} labels")
+        if int(k) != k or k < 1 or k > len(images):
+            raise ValueError(f"PixelKNN: k must be an integer in 1..{len(images)} (the number of images), got {k!r}")
+        if not torch.isfinite(images).all():
+            raise ValueError("PixelKNN: the reference images contain NaN or infinite values")
+        labels = torch.as_tensor(labels).long().cpu()
+        self.k, self.image_shape = int(k), tuple(images.shape[1:])
+        self.num_classes = int(num_classes) if num_classes is not None else int(labels.max()) + 1
+        self._knn = KNeighborsClassifier(n_neighbors=self.k, algorithm="brute")
+        self._labels = labels.numpy()
+        self._knn.fit(images.detach().cpu().flatten(1).numpy().astype(np.float32), self._labels)
+        # a buffer so that .to(device) and "which device is this model on" work like any classifier
+        self.register_buffer("device_anchor", torch.zeros(0))
+
+    @classmethod
+    def fit(cls, dataset, k: int = 5, count: int | None = None, seed: int = 0) -> "PixelKNN":
+        """From a ``DigitDataset`` (``.images``, ``.labels``): all of it, or ``count`` images drawn
+        with ``seed``."""
+        images, labels = dataset.images, dataset.labels
+        if count is not None and count < len(images):
+            keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:count]
+            images, labels = images[keep], labels[keep]
+        return cls(images, labels, k=k, num_classes=getattr(dataset, "num_classes", None))
+
+    def forward(self, images: Tensor) -> Tensor:
+        if images.ndim != 4 or tuple(images.shape[1:]) != self.image_shape:
+            raise ValueError(f"PixelKNN: expected images of shape (B, {', '.join(map(str, self.image_shape))}), "
+                             f"got {tuple(images.shape)}")
+        if not torch.isfinite(images).all():
+            raise ValueError("PixelKNN: images contain NaN or infinite values")
+        flat = images.detach().cpu().flatten(1).numpy().astype(np.float32)
+        neighbours = self._knn.kneighbors(flat, return_distance=False)            # (B, k) indices
+        classes = torch.from_numpy(self._labels[neighbours].astype(np.int64))
+        votes = torch.zeros(len(images), self.num_classes)
+        votes.scatter_add_(1, classes, torch.ones_like(classes, dtype=votes.dtype))
+        return (votes / self.k).to(images.device)
+
+    def extra_repr(self) -> str:
+        return f"k={self.k}, references={self._knn.n_samples_fit_}, image_shape={self.image_shape}"
+
+
+def random_move(G, styles, noises: list, result, seed: int = 0, noise_space: str = "input") -> Tensor:
+    """Images after a latent move of the attack's size in a random direction.
+
+    ``styles``/``noises`` are the starting y and η that ``result`` (a ``LatentAttackResult`` from
+    ``latent_attack`` on them, which keeps its final ``styles`` and ``noises``) started from. Every
+    coordinate moves by the attack's own |Δ| with an independent random sign drawn with ``seed``:
+    y' = y + |y_adv − y| ⊙ s, η' = η + |η_adv − η| ⊙ s', s, s' uniform in {−1, +1}. Coordinates the
+    attack did not move do not move. Returns ``G.to_unit(g(y', η'))``, images in [0, 1], one per
+    sample of ``result``."""
+    if result.styles is None or result.noises is None:
+        raise ValueError("random_move needs the attack's final styles and noises: pass the result of "
+                         "latent_attack itself (attack_batches' joined result drops them)")
+    if len(styles.conv) != len(result.styles.conv) or len(noises) != len(result.noises):
+        raise ValueError("random_move: the starting latents do not have the layers of the attack's result")
+    batch = len(result.labels)
+    if len(styles.conv[0]) != batch:
+        raise ValueError(f"random_move: {len(styles.conv[0])} starting latents for an attack on {batch} samples")
+    generator = torch.Generator().manual_seed(seed)
+
+    def moved(start: Tensor, end: Tensor) -> Tensor:
+        start = start.expand_as(end) if start.shape != end.shape else start
+        size = (end.detach() - start.detach()).abs()
+        sign = torch.randint(0, 2, size.shape, generator=generator).to(size) * 2 - 1
+        return start.detach() + size * sign
+
+    new_styles = type(styles)([moved(s, e) for s, e in zip(styles.conv, result.styles.conv)],
+                              [moved(s, e) for s, e in zip(styles.torgb, result.styles.torgb)])
+    new_noises = [None if start is None or end is None else moved(start, end)
+                  for start, end in zip(noises, result.noises)]
+    with torch.no_grad():
+        return G.to_unit(G.synthesize(new_styles, new_noises, noise_space=noise_space)).clamp(0, 1)
