@@ -146,7 +146,7 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = PREDICT_BA
     """Predicted classes for a tensor of images (the model is put in eval mode)."""
     if images.ndim != 4:
         raise ValueError(f"expected a batch of images (N, C, H, W), got shape {tuple(images.shape)}")
-    if device is None:   # a model without parameters (a k-NN oracle) names its device by a buffer
+    if device is None:   # a model without parameters or buffers (a k-NN oracle) runs on the CPU
         device = next(iter(model.parameters()), next(iter(model.buffers()), torch.empty(0))).device
     model.eval()
     out = [model(images[i:i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(images), batch_size)]

@@ -30,7 +30,7 @@ class PixelKNN(nn.Module):
     """A k-nearest-neighbour classifier over real images in pixel space, as a module: ``forward``
     returns the share of the k neighbours in each class, (B, num_classes), so ``argmax`` is the
     majority vote (ties go to the lower class index, as in scikit-learn) and
-    ``gatlib.classifiers.predict`` works on it.
+    ``gatlib.classifiers.predict`` works on it (it has no parameters; the vote runs on the CPU).
 
     Build it with :meth:`fit` from a ``DigitDataset`` (or any images and labels); the distances are
     Euclidean on the flattened [0, 1] images (scikit-learn's ``KNeighborsClassifier``, brute force).
@@ -53,10 +53,7 @@ class PixelKNN(nn.Module):
         self.k, self.image_shape = int(k), tuple(images.shape[1:])
         self.num_classes = int(num_classes) if num_classes is not None else int(labels.max()) + 1
         self._knn = KNeighborsClassifier(n_neighbors=self.k, algorithm="brute")
-        self._labels = labels.numpy()
-        self._knn.fit(images.detach().cpu().flatten(1).numpy().astype(np.float32), self._labels)
-        # a buffer so that .to(device) and "which device is this model on" work like any classifier
-        self.register_buffer("device_anchor", torch.zeros(0))
+        self._knn.fit(images.detach().cpu().flatten(1).numpy().astype(np.float32), labels.numpy())
 
     @classmethod
     def fit(cls, dataset, k: int = 5, count: int | None = None, seed: int = 0) -> "PixelKNN":
@@ -75,11 +72,11 @@ class PixelKNN(nn.Module):
         if not torch.isfinite(images).all():
             raise ValueError("PixelKNN: images contain NaN or infinite values")
         flat = images.detach().cpu().flatten(1).numpy().astype(np.float32)
-        neighbours = self._knn.kneighbors(flat, return_distance=False)            # (B, k) indices
-        classes = torch.from_numpy(self._labels[neighbours].astype(np.int64))
+        # scikit-learn's shares cover only the classes seen in fitting: place them among all classes
         votes = torch.zeros(len(images), self.num_classes)
-        votes.scatter_add_(1, classes, torch.ones_like(classes, dtype=votes.dtype))
-        return (votes / self.k).to(images.device)
+        votes[:, torch.from_numpy(self._knn.classes_.astype(np.int64))] = torch.from_numpy(
+            self._knn.predict_proba(flat)).float()
+        return votes.to(images.device)
 
     def extra_repr(self) -> str:
         return f"k={self.k}, references={self._knn.n_samples_fit_}, image_shape={self.image_shape}"
@@ -105,10 +102,10 @@ def random_move(G, styles, noises: list, result, seed: int = 0, noise_space: str
     generator = torch.Generator().manual_seed(seed)
 
     def moved(start: Tensor, end: Tensor) -> Tensor:
-        start = start.expand_as(end) if start.shape != end.shape else start
-        size = (end.detach() - start.detach()).abs()
+        start, end = start.detach().expand_as(end), end.detach()   # a broadcast noise becomes per-sample
+        size = (end - start).abs()
         sign = torch.randint(0, 2, size.shape, generator=generator).to(size) * 2 - 1
-        return start.detach() + size * sign
+        return start + size * sign
 
     new_styles = type(styles)([moved(s, e) for s, e in zip(styles.conv, result.styles.conv)],
                               [moved(s, e) for s, e in zip(styles.torgb, result.styles.torgb)])
