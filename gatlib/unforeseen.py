@@ -14,7 +14,7 @@ printed means do not all follow one rule; ``paper_table`` shows them beside the 
 * :func:`table2` / :func:`mean_unseen` — the wide table of means with the unseen mean;
   :func:`table2_ci` — the same as mean ± 95 % CI over the evaluation seeds;
 * :func:`strength_checks`, :func:`transfer_check`, :func:`bound_curve` — is the evaluation strong?
-  (5× the iterations, 5 random restarts, transfer from Original vs white-box, accuracy vs bound).
+  (5× the iterations, 5× the random starts, transfer from Original vs white-box, accuracy vs bound).
 """
 from __future__ import annotations
 
@@ -57,14 +57,15 @@ def image_attacks(profile: str = "default", perceptual_kind: str = "ppgd", dista
 
 
 def stronger(attack, steps_factor: int = 1, restarts: int = 1, random_start: bool | None = None):
-    """A copy of ``attack`` with ``steps_factor``× the iterations (same step size) and ``restarts``
-    random restarts (random starts switched on when restarting). ``random_start`` sets the copy's
-    random start explicitly (e.g. a single extra run that must not replay a deterministic one)."""
+    """A copy of ``attack`` with ``steps_factor``× the iterations per run (same step size) and
+    ``restarts``× its random starts (an attack that already runs 5 starts gets 5·``restarts``;
+    random starts switched on when restarting). ``random_start`` sets the copy's random start
+    explicitly (e.g. a single extra run that must not replay a deterministic one)."""
     if steps_factor < 1 or restarts < 1:
         raise ValueError(f"steps_factor ({steps_factor}) and restarts ({restarts}) must be ≥ 1")
     out = copy.copy(attack)
     out.steps = attack.steps * int(steps_factor)
-    out.restarts = int(restarts)
+    out.restarts = attack.restarts * int(restarts)
     if random_start is not None:
         out.random_start = bool(random_start)
     elif restarts > 1:
@@ -197,13 +198,14 @@ def strength_checks(models: Mapping[str, nn.Module], test_set, attacks: Mapping[
                     progress: bool = True) -> pd.DataFrame:
     """Is the standard budget enough? For every (row, attack) whose accuracy at the standard budget
     is at least ``min_accuracy`` (nothing to lose otherwise), the same ``count`` images (drawn with
-    ``seed``) also face the attack with ``steps_factor``× the iterations, then ``restarts`` random
-    starts in all.
+    ``seed``) also face the attack with ``steps_factor``× the iterations, then ``restarts``× its
+    random starts in all (an attack of 5 starts: 25).
 
     The stages run in sequence, as AutoAttack runs its attacks, each only on the images every
     earlier stage left correct: the standard attack on all of them; ``steps_factor``× the
-    iterations on its survivors; then ``restarts − 1`` further random restarts (the standard run
-    was the first; drawn from ``seed + 1``, so no start is replayed) on what is still correct. An
+    iterations on its survivors; then (``restarts`` − 1)× the attack's starts as further random
+    restarts (the standard run's were the first; drawn from ``seed + 1``, so no start is replayed)
+    on what is still correct. An
     image counts as robust only if it survives every stage, so the worst-case accuracy ``worst`` is
     what a sound evaluation would report, and ``drop_total`` = standard − worst is the share of all
     ``count`` images that only the stronger attacks break (never negative). Columns: ``standard``,

@@ -7,7 +7,7 @@ from torch import nn
 
 from gatlib import classifiers, finetune, unforeseen, zoo
 from gatlib.data import DigitDataset
-from gatlib.attacks import pgd
+from gatlib.attacks import pgd, spatial
 
 
 def test_mean_unseen_leaves_out_the_rows_own_attack():
@@ -93,6 +93,9 @@ def test_stronger_copies_budget_without_touching_the_original():
     assert strong.step_size == attack.step_size
     single = unforeseen.stronger(attack, random_start=True)     # one extra run, from a random start
     assert (single.steps, single.restarts, single.random_start, attack.random_start) == (attack.steps, 1, True, False)
+    several = spatial.StAdv(steps=20, restarts=5)               # restarts scale an attack's own starts
+    assert (unforeseen.stronger(several, restarts=5).restarts, unforeseen.stronger(several, restarts=4).restarts,
+            unforeseen.stronger(several, steps_factor=5).steps) == (25, 20, 100)
     with pytest.raises(ValueError, match="restarts"):
         unforeseen.stronger(attack, restarts=0)
 
@@ -235,28 +238,50 @@ def test_worst_case_table_lowers_the_checked_cells_and_recomputes_the_unseen_mea
         unforeseen.worst_case_table(wide, pd.DataFrame([{"row": "original", "attack": "pgd"}]))
 
 
-def test_worst_case_means_quoted_in_the_book_come_from_the_all_rows_run():
-    """Chapter 05 and deviations.md quote the worst-case unseen means of the run that checked all
-    seven rows; they must be what worst_case_table computes from that run's own numbers."""
+def _all_rows_run(run):
+    """Table 2 and its worst case from a committed chapter-05 run that checked all seven rows."""
     import json
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
-    run = "default-f757bd8684"
-    numbers = json.loads((root / "runs/05_unforeseen_attacks" / run / "results.json").read_text())["numbers"]
+    numbers = json.loads((Path(__file__).resolve().parents[1] / "runs/05_unforeseen_attacks" / run /
+                          "results.json").read_text())["numbers"]
     measured = unforeseen.table2_from_numbers(numbers)
     assert list(measured.index) == list(unforeseen.ROWS)
     assert len(numbers["strength.table"]) > 5           # every row checked, not only the default two
-    worst = unforeseen.worst_case_table(measured, pd.DataFrame(numbers["strength.table"]))
-    # the quoted ranking: AdvProp falls from first to third; GAT's mean does not move
+    return measured, unforeseen.worst_case_table(measured, pd.DataFrame(numbers["strength.table"]))
+
+
+def _book_text(page):
+    from pathlib import Path
+
+    return " ".join((Path(__file__).resolve().parents[1] / page).read_text().split())
+
+
+def test_worst_case_means_quoted_in_the_book_come_from_the_all_rows_run():
+    """Chapter 05 and deviations.md quote the worst-case unseen means of the run that checked all
+    seven rows with the current budgets; they must be what worst_case_table computes from that
+    run's own numbers, and so must the claim that the order of the leading rows stays."""
+    run = "default-50691ea43a"
+    measured, worst = _all_rows_run(run)
+    leaders = ["at-pgd", "advprop", "pat"]
+    assert list(measured.drop(index="original").mean_unseen.sort_values(ascending=False).index[:3]) == leaders
+    assert list(worst.drop(index="original").mean_unseen.sort_values(ascending=False).index[:3]) == leaders
+    assert worst.loc["gat", "mean_unseen"] == pytest.approx(measured.loc["gat", "mean_unseen"])
+    for page in ("notebooks/05_unforeseen_attacks.md", "book/deviations.md"):
+        text = _book_text(page)
+        assert run in text, page
+        for row in leaders:
+            stated = f"from {100 * measured.loc[row, 'mean_unseen']:.1f} % to {100 * worst.loc[row, 'mean_unseen']:.1f} %"
+            assert stated in text, f"{page} does not say {row}'s mean goes {stated}"
+
+
+def test_the_old_budgets_run_quoted_in_the_book_moved_advprop_from_first_to_third():
+    """The run with PAT's way of spending the budgets, which the book cites as the reason for ours."""
+    run = "default-f757bd8684"
+    measured, worst = _all_rows_run(run)
     assert measured.mean_unseen.idxmax() == "advprop"
     assert list(worst.drop(index="original").mean_unseen.sort_values(ascending=False).index[:3]) == \
         ["at-pgd", "pat", "advprop"]
-    assert worst.loc["gat", "mean_unseen"] == pytest.approx(measured.loc["gat", "mean_unseen"])
-    quoted = {row: f"{100 * worst.loc[row, 'mean_unseen']:.1f} %" for row in ("advprop", "at-pgd", "pat")}
-    for page in ("notebooks/05_unforeseen_attacks.md", "book/deviations.md"):
-        text = " ".join((root / page).read_text().split())
-        assert run in text, page
-        for row, value in quoted.items():
-            assert value in text, f"{page} does not quote {row}'s worst-case mean {value}"
-        assert f"{100 * measured.loc['advprop', 'mean_unseen']:.1f} %" in text, page
+    text = _book_text("book/deviations.md")
+    assert run in text and f"first ({100 * measured.loc['advprop', 'mean_unseen']:.1f} %) to third" in text
+    assert run in _book_text("notebooks/05_unforeseen_attacks.md")

@@ -50,7 +50,12 @@ attack (on 200 MNIST test digits: 73.5 % accuracy left with κ = ∞, 0 % with �
   projection and no early stop by default (as in PAT training), self-LPIPS by default.
 
 Budgets: ``PAPER_DEFAULTS`` = PAT's ImageNet-100 evaluation (bound 0.5, 40 iterations, AlexNet);
-``MNIST_DEFAULTS`` keeps bound 0.5 and 40 iterations with ``oracle-widecnn`` as φ.
+``MNIST_DEFAULTS`` keeps bound 0.5 and 40 iterations with ``oracle-widecnn`` as φ. PPGD on digits
+takes steps of η = 0.1 (``MNIST_PPGD_STEP``) instead of PAT's 2·bound/steps = 0.025: with the
+short steps, 40 iterations left AdvProp's seed-0 model at 38 % on 50 MNIST test digits, where a
+second random start or 5× the iterations kept finding more; with η = 0.1 the same 40 iterations
+leave 22 % (AT-PGD 28 → 26 %, PAT 60 → 58 %), and 5× the iterations or 5 starts find at most 2–4
+points more. Every output stays within the bound either way (the projection).
 """
 from __future__ import annotations
 
@@ -65,6 +70,8 @@ from ..perceptual import PerceptualDistance, unit_normalize
 from .base import Attack, margin_loss
 
 MNIST_DEFAULTS = {"bound": 0.5, "steps": 40}
+#: PPGD's LPIPS step length on digits (see the module docstring); LPA keeps its decaying schedule
+MNIST_PPGD_STEP = 0.1
 PAPER_DEFAULTS = {"bound": 0.5, "steps": 40}
 #: PAT's training attack: FastLagrangePerceptualAttack(model, bound=0.5, num_iterations=10) (CIFAR-10;
 #: ImageNet-100 used bound=0.25)
@@ -439,9 +446,10 @@ class FastLagrangePerceptual(LagrangePerceptual):
 
 
 def mnist(kind: str = "ppgd", **overrides) -> _PerceptualAttack:
-    """A perceptual attack at the MNIST budget (``MNIST_DEFAULTS``; LPIPS network ``oracle-widecnn``):
-    ``kind`` = ``"ppgd"`` or ``"lpa"``."""
-    return _KINDS[kind](**{**MNIST_DEFAULTS, **overrides})
+    """A perceptual attack at the MNIST budget (``MNIST_DEFAULTS``; PPGD with ``MNIST_PPGD_STEP``;
+    LPIPS network ``oracle-widecnn``): ``kind`` = ``"ppgd"`` or ``"lpa"``."""
+    step = {"step_size": MNIST_PPGD_STEP} if kind == "ppgd" else {}
+    return _KINDS[kind](**{**MNIST_DEFAULTS, **step, **overrides})
 
 
 def paper(kind: str = "ppgd", distance: nn.Module | None = None, **overrides) -> _PerceptualAttack:
