@@ -106,10 +106,10 @@ def flop_floor(G, model, styles, noises, labels) -> float:
     independent of the machine."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    fine = min(G.layer_groups()["fine"])
+    first_fine = min(G.layer_groups()["fine"])
     counts = []
     for cached in (True, False):
-        step = bare_fine_step(G, model, styles, noises, labels, fine, cached, accumulate=True)
+        step = bare_fine_step(G, model, styles, noises, labels, first_fine, cached, accumulate=True)
         with FlopCounterMode(display=False) as counter:
             step()
         counts.append(counter.get_total_flops())

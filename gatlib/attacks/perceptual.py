@@ -52,10 +52,10 @@ attack (on 200 MNIST test digits: 73.5 % accuracy left with κ = ∞, 0 % with �
 Budgets: ``PAPER_DEFAULTS`` = PAT's ImageNet-100 evaluation (bound 0.5, 40 iterations, AlexNet);
 ``MNIST_DEFAULTS`` keeps bound 0.5 and 40 iterations with ``oracle-widecnn`` as φ. PPGD on digits
 takes steps of η = 0.1 (``MNIST_PPGD_STEP``) instead of PAT's 2·bound/steps = 0.025: with the
-short steps, 40 iterations left AdvProp's seed-0 model at 38 % on 50 MNIST test digits, where a
-second random start or 5× the iterations kept finding more; with η = 0.1 the same 40 iterations
-leave 22 % (AT-PGD 28 → 26 %, PAT 60 → 58 %), and 5× the iterations or 5 starts find at most 2–4
-points more. Every output stays within the bound either way (the projection).
+short steps, 40 iterations left AdvProp's seed-0 model at 38 % on 50 MNIST test digits (chapter
+05's strength check, run ``default-f757bd8684``, found 20 points more there with 5× the
+iterations); with η = 0.1 the same 40 iterations leave 22 % (AT-PGD 28 → 26 %, PAT 60 → 58 %), and
+5× the iterations or 5 starts find at most 2–4 points more. Every output stays within the bound either way (the projection).
 """
 from __future__ import annotations
 
