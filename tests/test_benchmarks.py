@@ -200,3 +200,30 @@ def test_predict_benchmark_compares_batch_sizes_with_equal_accuracy():
     out = importlib.import_module("benchmarks.bench_predict").run(quick=True)
     assert out["details"]["same_accuracy"] is True
     assert out["ratios"]["predict_small_over_large_batch"] > 0
+
+
+def test_fine_layer_flop_floor_counts_exactly_the_skipped_coarse_forward(tiny_generator, one_thread):
+    """The cache's FLOP floor: the uncached fine-layer step minus the cached one is the FLOPs of the
+    coarse layers' forward pass (G.cache), nothing more; no gradient reaches them either way."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from gatlib import classifiers
+    from gatlib.attacks.latent import _attack_mode, sample_latents
+
+    bench_attack = importlib.import_module("benchmarks.bench_attack")
+    torch.manual_seed(0)
+    G, model = tiny_generator, classifiers.build("small_cnn").eval()
+    labels = torch.arange(4) % 10
+    styles, noises = sample_latents(G, labels, seed=1)
+    first_fine = min(G.layer_groups()["fine"])
+    counts = {}
+    for cached in (True, False):
+        step = bench_attack.bare_fine_step(G, model, styles, noises, labels, first_fine, cached, accumulate=True)
+        with FlopCounterMode(display=False) as counter:     # the cache is made before, once, as the attack does
+            step()
+        counts[cached] = counter.get_total_flops()
+    with FlopCounterMode(display=False) as counter, _attack_mode(G, model), torch.no_grad():
+        G.cache(styles, noises, first_fine)
+    assert 0 < counts[True] < counts[False]
+    assert counts[False] - counts[True] == counter.get_total_flops()
+    assert bench_attack.flop_floor(G, model, styles, noises, labels) == pytest.approx(counts[True] / counts[False])
