@@ -57,13 +57,11 @@ class PixelKNN(nn.Module):
 
     @classmethod
     def fit(cls, dataset, k: int = 5, count: int | None = None, seed: int = 0) -> "PixelKNN":
-        """From a ``DigitDataset`` (``.images``, ``.labels``): all of it, or ``count`` images drawn
-        with ``seed``."""
-        images, labels = dataset.images, dataset.labels
-        if count is not None and count < len(images):
-            keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:count]
-            images, labels = images[keep], labels[keep]
-        return cls(images, labels, k=k, num_classes=getattr(dataset, "num_classes", None))
+        """From a ``DigitDataset`` (any ``gatlib.data.ImageSet``): all of it, or ``count`` images
+        drawn with ``seed`` (``ImageSet.subset``)."""
+        if count is not None:
+            dataset = dataset.subset(count, seed)
+        return cls(dataset.images, dataset.labels, k=k, num_classes=getattr(dataset, "num_classes", None))
 
     def forward(self, images: Tensor) -> Tensor:
         if images.ndim != 4 or tuple(images.shape[1:]) != self.image_shape:

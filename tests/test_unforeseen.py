@@ -1,5 +1,8 @@
 """Table 2 machinery: the unseen-mean rule, the paper table, the strength/transfer/bound checks,
 and the defenses as fine-tuned zoo rows."""
+import json
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import torch
@@ -8,6 +11,8 @@ from torch import nn
 from gatlib import classifiers, finetune, unforeseen, zoo
 from gatlib.data import DigitDataset
 from gatlib.attacks import pgd, spatial
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_mean_unseen_leaves_out_the_rows_own_attack():
@@ -239,22 +244,17 @@ def test_worst_case_table_lowers_the_checked_cells_and_recomputes_the_unseen_mea
 
 
 def _all_rows_run(run):
-    """Table 2 and its worst case from a committed chapter-05 run that checked all seven rows."""
-    import json
-    from pathlib import Path
-
-    numbers = json.loads((Path(__file__).resolve().parents[1] / "runs/05_unforeseen_attacks" / run /
-                          "results.json").read_text())["numbers"]
+    """Table 2, its worst case and the run's numbers, from a committed chapter-05 run that checked
+    all seven rows."""
+    numbers = json.loads((ROOT / "runs/05_unforeseen_attacks" / run / "results.json").read_text())["numbers"]
     measured = unforeseen.table2_from_numbers(numbers)
     assert list(measured.index) == list(unforeseen.ROWS)
     assert len(numbers["strength.table"]) > 5           # every row checked, not only the default two
-    return measured, unforeseen.worst_case_table(measured, pd.DataFrame(numbers["strength.table"]))
+    return measured, unforeseen.worst_case_table(measured, pd.DataFrame(numbers["strength.table"])), numbers
 
 
 def _book_text(page):
-    from pathlib import Path
-
-    return " ".join((Path(__file__).resolve().parents[1] / page).read_text().split())
+    return " ".join((ROOT / page).read_text().split())
 
 
 def test_worst_case_means_quoted_in_the_book_come_from_the_all_rows_run():
@@ -262,14 +262,19 @@ def test_worst_case_means_quoted_in_the_book_come_from_the_all_rows_run():
     seven rows with the current budgets; they must be what worst_case_table computes from that
     run's own numbers, and so must the claim that the order of the leading rows stays."""
     run = "default-50691ea43a"
-    measured, worst = _all_rows_run(run)
+    measured, worst, numbers = _all_rows_run(run)
     leaders = ["at-pgd", "advprop", "pat"]
     assert list(measured.drop(index="original").mean_unseen.sort_values(ascending=False).index[:3]) == leaders
     assert list(worst.drop(index="original").mean_unseen.sort_values(ascending=False).index[:3]) == leaders
     assert worst.loc["gat", "mean_unseen"] == pytest.approx(measured.loc["gat", "mean_unseen"])
+    beyond = [line for line in numbers["strength.table"] if line["drop_total"] > 0.02]
+    assert len(beyond) == 4
     for page in ("notebooks/05_unforeseen_attacks.md", "book/deviations.md"):
         text = _book_text(page)
         assert run in text, page
+        for line in beyond:          # every cell beyond the bar, quoted as standard → worst
+            stated = f"({100 * line['standard']:.0f} % → {100 * line['worst']:.0f} %)"
+            assert stated in text, f"{page} does not quote {line['row']} under {line['attack']} as {stated}"
         for row in leaders:
             stated = f"from {100 * measured.loc[row, 'mean_unseen']:.1f} % to {100 * worst.loc[row, 'mean_unseen']:.1f} %"
             assert stated in text, f"{page} does not say {row}'s mean goes {stated}"
@@ -278,7 +283,7 @@ def test_worst_case_means_quoted_in_the_book_come_from_the_all_rows_run():
 def test_the_old_budgets_run_quoted_in_the_book_moved_advprop_from_first_to_third():
     """The run with PAT's way of spending the budgets, which the book cites as the reason for ours."""
     run = "default-f757bd8684"
-    measured, worst = _all_rows_run(run)
+    measured, worst, _ = _all_rows_run(run)
     assert measured.mean_unseen.idxmax() == "advprop"
     assert list(worst.drop(index="original").mean_unseen.sort_values(ascending=False).index[:3]) == \
         ["at-pgd", "pat", "advprop"]
