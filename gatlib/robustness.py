@@ -103,7 +103,9 @@ def clean_accuracy(model: nn.Module, test_set, device=None) -> float:
 def _white_box_numbers(result, seconds: float, oracles: dict | None = None) -> dict:
     correct = result.predictions == result.labels
     summary = result.summary()
-    numbers = {"accuracy": correct.float().mean().item(), "correct": int(correct.sum()), "samples": len(correct),
+    # count ratios, not float32 means: two rows with equal counts must read as equal (a float32 mean
+    # of 120 booleans is off by ~1e-8 and can round 31.25 % to 31.2 in one row and 31.3 in another)
+    numbers = {"accuracy": int(correct.sum()) / len(correct), "correct": int(correct.sum()), "samples": len(correct),
                **{k: v for k, v in summary.items() if k != "samples"}, "seconds": seconds}
     if oracles:
         numbers.update(_preserved_numbers(result, correct, oracles))
@@ -123,7 +125,7 @@ def _preserved_numbers(result, correct: torch.Tensor, oracles: dict) -> dict:
                                             result.labels[fooled.to(result.labels.device)])
     changed_digit = fooled & ~preserved
     valid = int(result.valid.sum())
-    return {"accuracy_preserved": (correct.cpu() | changed_digit).float().mean().item(),
+    return {"accuracy_preserved": int((correct.cpu() | changed_digit).sum()) / len(correct),
             "preserved_success_rate": preserved.sum().item() / valid if valid else float("nan"),
             "preservation": preserved.sum().item() / int(fooled.sum()) if fooled.any() else float("nan")}
 

@@ -123,6 +123,15 @@ def test_stadv_respects_its_flow_bound_and_fools(model, digits):
     assert accuracy(model, adversarial, labels) < 0.10
 
 
+def test_stadv_mnist_budget_spends_pats_iterations_as_random_starts():
+    # chapter 05 and spatial's docstring say the MNIST budget is PAT's 200 ImageNet-100 iterations,
+    # spent as 10 starts of 20 steps at PAT's bound: the two budgets must not drift apart
+    mnist, paper = spatial.mnist(), spatial.paper()
+    assert (mnist.restarts, mnist.steps) == (10, 20) and mnist.random_start
+    assert mnist.restarts * mnist.steps == paper.restarts * paper.steps == 200
+    assert mnist.bound == paper.bound == 0.05 and mnist.loss == "ce"
+
+
 def test_flow_smoothness_is_xiao_et_al_l_flow():
     flow = torch.zeros(1, 2, 3, 3)
     flow[0, 0, 1, 1] = 0.3      # one displaced pixel: 4 neighbours, each pair counted from both sides
