@@ -30,22 +30,25 @@ bounded flow has many local optima: 5× the steps of one start found nothing mor
 kept finding digits (measured on 100 MNIST test digits, seed-0 models: one start of 100 margin-loss
 steps left AdvProp 33 %, AT-PGD 34 %, PAT 42 %, AT-Spatial 63 %; 5 starts of 20 cross-entropy steps,
 the same iterations, 19 / 22 / 27 / 53 %; 25 such starts 12 / 21 / 22 / 47 %). The cross-entropy beat
-PAT's margin loss at every budget we tried. At equal iterations (5 starts of 20), momentum on the
-signed steps, a decaying step size, Adam with PAT's learning rate 0.01 and random starts on the
-corners of the bound box found at most 2 digits of 100 more than plain signed steps, and mostly
-fewer: the number of starts is what matters.
+PAT's margin loss at every budget we tried. At equal iterations (5 starts of 20; PAT, AT-Spatial,
+AdvProp, AT-PGD) plain signed steps left 27 / 53 / 19 / 22 %; momentum on the signed steps
+(32 / 54 / 20 / 25 %) and Adam with PAT's learning rate 0.01 (30 / 54 / 22 / 24 %) found fewer, a
+step decaying from 2× to 0.1× (25 / 53 / 17 / 24 %) and random starts on the corners of the bound
+box (24 / 52 / 17 / 22 %) at most 3 digits more; 25 plain starts found 5 to 7 more on three rows.
+The number of starts is what matters.
 
 Chapter 05's strength check (``unforeseen.strength_checks`` on 50 digits, seed 0: 5× the steps,
 then 5× the starts, each on the survivors) measures how far a budget is from converged. On the four
-rows where 5 starts of 20 fell short (standard → worst, in %): 5 × 20 steps PAT 30 → 22, AT-Spatial
+defended rows StAdv leaves above 5 % (standard → worst, in %): 5 × 20 steps PAT 30 → 22, AT-Spatial
 56 → 50 (run ``default-50691ea43a`` of chapter 05); 5 × 40 PAT 28 → 22, AT-Spatial 54 → 48, AdvProp
-12 → 6; **10 × 20** PAT 24 → 24, AT-Spatial 54 → 50, AdvProp 8 → 6, AT-PGD 22 → 20; 15 × 20 AT-Spatial
-52 → 50, AT-PGD 22 → 18; 20 × 20 AT-Spatial 50 → 48, AT-PGD 22 → 18 (one digit is 2 points). No
-budget we could afford closes every cell to within one digit: the stronger check grows with the
-budget it checks. 10 starts halve the largest shortfall of 5 for twice the cost; 20 would cost four
-times as much for no better worst cell. To repeat a comparison: ``unforeseen.strength_checks`` (or
-``unforeseen.evaluate_rows``) with the seed-0 rows of ``finetune.row_models``, ``data.mnist("test")``,
-one attack per variant, ``seed=0`` and ``count=50`` (``count=100`` for ``evaluate_rows``).
+12 → 6; **10 × 20** PAT 24 → 24, AT-Spatial 54 → 50, AdvProp 8 → 6, AT-PGD 22 → 20 (run
+``default-c4b1416b12``); 15 × 20 AT-Spatial 52 → 50, AT-PGD 22 → 18; 20 × 20 AT-Spatial 50 → 48,
+AT-PGD 22 → 18 (one digit is 2 points). No budget we could afford closes every cell to within one
+digit: the stronger check grows with the budget it checks. 10 starts halve the largest shortfall of
+5 for at most twice the steps; 20 would spend up to four times as many for no better worst cell.
+To repeat a comparison: ``unforeseen.strength_checks`` (or ``unforeseen.evaluate_rows``) with the
+seed-0 rows of ``finetune.row_models``, ``data.mnist("test")``, one attack per variant, ``seed=0``
+and ``count=50`` (``count=100`` for ``evaluate_rows``).
 """
 from __future__ import annotations
 
