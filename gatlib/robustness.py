@@ -186,7 +186,8 @@ def transfer_accuracy(model: nn.Module, fixed_set: FixedSet, only_fooled: bool =
         images, labels = images[fixed_set.fooled], labels[fixed_set.fooled]
     if len(labels) == 0:
         return float("nan")
-    return (classifiers.predict(model, images, device=device) == labels).float().mean().item()
+    correct = classifiers.predict(model, images, device=device) == labels
+    return int(correct.sum()) / len(correct)     # a count ratio, like the white-box column's
 
 
 # ------------------------------------------------------------------------------- intervals
