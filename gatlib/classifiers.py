@@ -153,6 +153,14 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = PREDICT_BA
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
 
 
+def fraction(hits: torch.Tensor) -> float:
+    """The share of true entries of a boolean tensor, as a ratio of counts (``hits.sum() / hits.numel()``
+    in integers). Not a float32 mean: a float32 mean of 120 booleans is off by ~1e-8, so two rows with
+    equal counts could round apart (31.25 % as 31.2 in one row and 31.3 in the next). NaN when empty."""
+    total = hits.numel()
+    return int(hits.sum()) / total if total else float("nan")
+
+
 def accuracy(model: nn.Module, dataset, batch_size: int = PREDICT_BATCH, device=None) -> float:
     """Top-1 accuracy (a fraction in [0, 1]) of ``model`` on a ``DigitDataset`` (tensors in memory)
     or any map-style dataset of ``(image, label)`` pairs such as a paper-profile ImageFolder."""
@@ -163,7 +171,7 @@ def accuracy(model: nn.Module, dataset, batch_size: int = PREDICT_BATCH, device=
     if hasattr(dataset, "images") and hasattr(dataset, "labels"):
         validate_inputs(dataset.images, dataset.labels, "accuracy")
         predictions = predict(model, dataset.images, batch_size=batch_size, device=device)
-        return (predictions == dataset.labels).float().mean().item()
+        return fraction(predictions == dataset.labels)
     from torch.utils.data import DataLoader
 
     correct = total = 0

@@ -32,8 +32,8 @@ def label_preservation(oracles: dict, images: torch.Tensor, labels: torch.Tensor
         return {**{name: float("nan") for name in oracles}, "majority": float("nan")}
     labels = labels.cpu()
     agrees = torch.stack([classifiers.predict(model, images) == labels for model in oracles.values()])
-    result = {name: agree.float().mean().item() for name, agree in zip(oracles, agrees)}
-    result["majority"] = (agrees.sum(0) * 2 > len(oracles)).float().mean().item()
+    result = {name: classifiers.fraction(agree) for name, agree in zip(oracles, agrees)}
+    result["majority"] = classifiers.fraction(agrees.sum(0) * 2 > len(oracles))
     return result
 
 

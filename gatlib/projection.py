@@ -336,7 +336,7 @@ def reconstruction_report(G, projection: ProjectionResult, classifier, perceptua
     to I as g(ŷ, η̂) is to I): mean reconstruction errors at the start and after projection, with
     fresh noise, and the share of projections the attacked classifier F still puts in the input's
     class (next to F's accuracy on the inputs themselves)."""
-    from .classifiers import predict
+    from .classifiers import fraction, predict
 
     fresh_mse, fresh_perceptual = fresh_noise_error(G, projection, perceptual, seed)
     report = {
@@ -348,8 +348,8 @@ def reconstruction_report(G, projection: ProjectionResult, classifier, perceptua
         "fresh_noise_perceptual": fresh_perceptual.mean().item(),
     }
     if projection.labels is not None:
-        report["classified_as_input"] = (predict(classifier, projection.images) == projection.labels).float().mean().item()
-        report["input_accuracy"] = (predict(classifier, projection.targets) == projection.labels).float().mean().item()
+        report["classified_as_input"] = fraction(predict(classifier, projection.images) == projection.labels)
+        report["input_accuracy"] = fraction(predict(classifier, projection.targets) == projection.labels)
     return report
 
 
@@ -360,7 +360,7 @@ def figure4(projection: ProjectionResult, attack: LatentAttackResult, count: int
     classified the projection correctly), fooled ones first, then the others. Returns the figure."""
     import matplotlib.pyplot as plt
 
-    from .classifiers import predict
+    from .classifiers import fraction, predict
 
     order = sorted(range(len(attack.valid)), key=lambda i: (not bool(attack.valid[i]), not bool(attack.success[i]), i))
     picked = order[:count]

@@ -76,7 +76,7 @@ def _coverage(queries: torch.Tensor, support: torch.Tensor, radii: torch.Tensor)
     for start in range(0, len(queries), 1000):
         distances = torch.cdist(queries[start:start + 1000], support)
         inside[start:start + 1000] = (distances <= radii[None]).any(dim=1)
-    return inside.float().mean().item()
+    return classifiers.fraction(inside)
 
 
 def precision_recall(real_features: torch.Tensor, fake_features: torch.Tensor, k: int = 3) -> tuple[float, float]:

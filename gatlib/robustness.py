@@ -67,6 +67,7 @@ import torch
 from torch import nn
 
 from . import classifiers
+from .classifiers import fraction
 from .attacks.latent import attack_batches
 
 EVAL_SEED_BASE = 20_000    # white-box / fixed-set latents of seed k: attack_batches(seed=EVAL_SEED_BASE + k)
@@ -103,9 +104,8 @@ def clean_accuracy(model: nn.Module, test_set, device=None) -> float:
 def _white_box_numbers(result, seconds: float, oracles: dict | None = None) -> dict:
     correct = result.predictions == result.labels
     summary = result.summary()
-    # count ratios, not float32 means: two rows with equal counts must read as equal (a float32 mean
-    # of 120 booleans is off by ~1e-8 and can round 31.25 % to 31.2 in one row and 31.3 in another)
-    numbers = {"accuracy": int(correct.sum()) / len(correct), "correct": int(correct.sum()), "samples": len(correct),
+    # count ratios (classifiers.fraction), not float32 means: equal counts must read as equal
+    numbers = {"accuracy": fraction(correct), "correct": int(correct.sum()), "samples": len(correct),
                **{k: v for k, v in summary.items() if k != "samples"}, "seconds": seconds}
     if oracles:
         numbers.update(_preserved_numbers(result, correct, oracles))
@@ -125,7 +125,7 @@ def _preserved_numbers(result, correct: torch.Tensor, oracles: dict) -> dict:
                                             result.labels[fooled.to(result.labels.device)])
     changed_digit = fooled & ~preserved
     valid = int(result.valid.sum())
-    return {"accuracy_preserved": int((correct.cpu() | changed_digit).sum()) / len(correct),
+    return {"accuracy_preserved": fraction(correct.cpu() | changed_digit),
             "preserved_success_rate": preserved.sum().item() / valid if valid else float("nan"),
             "preservation": preserved.sum().item() / int(fooled.sum()) if fooled.any() else float("nan")}
 
@@ -187,7 +187,7 @@ def transfer_accuracy(model: nn.Module, fixed_set: FixedSet, only_fooled: bool =
     if len(labels) == 0:
         return float("nan")
     correct = classifiers.predict(model, images, device=device) == labels
-    return int(correct.sum()) / len(correct)     # a count ratio, like the white-box column's
+    return fraction(correct)
 
 
 # ------------------------------------------------------------------------------- intervals

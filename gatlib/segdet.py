@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .classifiers import fraction
 from .scenes import IGNORE, NUM_CLASSES
 
 
@@ -108,7 +109,7 @@ def segmentation_metrics(predictions: Tensor, masks: Tensor, num_classes: int = 
     labelled = masks != ignore_index
     pixel = MulticlassAccuracy(num_classes, average="micro", ignore_index=ignore_index)(predictions, masks).item()
     foreground = labelled & (masks > 0)
-    fg = (predictions[foreground] == masks[foreground]).float().mean().item() if foreground.any() else float("nan")
+    fg = fraction(predictions[foreground] == masks[foreground])   # NaN without foreground
     miou = MulticlassJaccardIndex(num_classes, average="macro", ignore_index=ignore_index)(predictions, masks).item()
     return {"pixel_accuracy": pixel, "foreground_accuracy": fg, "miou": miou}
 

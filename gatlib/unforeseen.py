@@ -26,6 +26,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .classifiers import fraction
+
 ROWS = ("original", "gat", "at-pgd", "advprop", "at-spatial", "at-recolor", "pat")
 ATTACK_COLUMNS = ("gat", "pgd", "spatial", "recolor", "perceptual")
 COLUMNS = ("clean",) + ATTACK_COLUMNS
@@ -286,7 +288,7 @@ def transfer_check(models: Mapping[str, nn.Module], test_set, attacks: Mapping[s
             if row == source:
                 continue
             with _attack_mode(model), torch.no_grad():
-                accuracy = (model(crafted).argmax(1) == labels).float().mean().item()
+                accuracy = fraction(model(crafted).argmax(1) == labels)
             record = {"row": row, "attack": name, "transfer": accuracy}
             if white_box is not None:
                 hit = white_box[(white_box.row == row) & (white_box.column == name) & (white_box.seed == seed)]

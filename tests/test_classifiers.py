@@ -21,6 +21,15 @@ def test_attacked_classifier_has_batchnorm_and_an_embedding():
     assert model.embed(torch.rand(2, 1, 32, 32)).ndim == 2
 
 
+def test_fraction_is_a_count_ratio_so_equal_ratios_read_equal():
+    one_of_three, hundred_of_300 = torch.arange(3) < 1, torch.arange(300) < 100
+    assert one_of_three.float().mean().item() != 1 / 3     # the float32 rounding this helper avoids
+    assert classifiers.fraction(one_of_three) == classifiers.fraction(hundred_of_300) == 1 / 3
+    assert classifiers.fraction(torch.ones(2, 3, dtype=torch.bool)) == 1.0   # any shape: over all entries
+    empty = classifiers.fraction(torch.zeros(0, dtype=torch.bool))
+    assert empty != empty                                   # NaN: no entries, no share
+
+
 def test_unknown_architecture_is_named():
     with pytest.raises(ValueError, match="unknown classifier architecture 'vgg'"):
         classifiers.build("vgg")
