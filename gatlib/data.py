@@ -69,6 +69,13 @@ class ImageSet(Dataset):
         order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:count]
         return type(self)(self.images[order], self.labels[order], name=f"{self.name}[{count}]")
 
+    def of_class(self, label: int):
+        """The samples of one class (e.g. the training digits of one per-category generator)."""
+        keep = self.labels == int(label)
+        if not keep.any():
+            raise ValueError(f"{self.name}: no samples of class {label}")
+        return type(self)(self.images[keep], self.labels[keep], name=f"{self.name}[class {int(label)}]")
+
     def split_off(self, count: int, seed: int = 0):
         """``(rest, held_out)``: ``count`` seeded random samples held out (e.g. to monitor training)
         and every other sample, disjoint; ``count`` of 0 holds out nothing."""

@@ -46,3 +46,45 @@ def test_training_can_be_extended(digits, tmp_path):
     assert short["done"] and short["step"] == 6
     longer = train_gan(GANRecipe(**{**TINY, "total_kimg": 0.08}), digits, tmp_path / "state.pt", progress=False)
     assert longer["done"] and longer["step"] == 10
+
+
+def test_a_zoo_generator_goes_on_from_anothers_training_state_on_one_class(digits, tmp_path, monkeypatch):
+    """``mnist-stylegan2-sevens``'s recipe: resume the base generator's whole training state and
+    train on one class's images only, which is the same as extending the base's own training there."""
+    from gatlib import data, zoo
+
+    monkeypatch.setattr(zoo, "WORK_DIR", tmp_path / "work")
+    monkeypatch.setattr(zoo, "CHECKPOINT_DIR", tmp_path / "checkpoints")
+    monkeypatch.setattr(zoo, "MANIFEST", tmp_path / "checkpoints" / "manifest.json")
+    monkeypatch.setattr(data, "mnist", lambda split="train", root=None: digits)
+    monkeypatch.setitem(zoo.ENTRIES, "tiny-base", zoo.ZooEntry("tiny-base", "test", "generator", "stylegan2", 0,
+                                                               "tiny", dict(TINY)))
+    monkeypatch.setitem(zoo.ENTRIES, "tiny-threes", zoo.ZooEntry("tiny-threes", "test", "generator", "stylegan2", 0,
+                                                                 "tiny, then 3s", {"base": "tiny-base", "digit": 3,
+                                                                                   "total_kimg": 0.08}))
+    with pytest.raises(FileNotFoundError, match="train tiny-base first"):
+        zoo.train("tiny-threes", progress=False)
+    zoo.train("tiny-base", progress=False)
+    base_state = tmp_path / "work" / "tiny-base.state.pt"
+    reference_path = tmp_path / "reference.pt"
+    reference_path.write_bytes(base_state.read_bytes())
+    record = zoo.train("tiny-threes", progress=False)
+    assert record["metrics"] == {"kimg": 0.08, "steps": 10}
+    base_seconds = zoo.read_manifest()["tiny-base"]["train_seconds"]
+    assert 0 < record["train_seconds"] < base_seconds + 60       # its own 4 steps, not the base's 6 as well
+    assert record["train_seconds"] == pytest.approx(
+        torch.load(tmp_path / "work" / "tiny-threes.state.pt", weights_only=True)["train_seconds"]
+        - torch.load(base_state, weights_only=True)["train_seconds"], abs=0.1)
+    reference = train_gan(GANRecipe(**{**TINY, "total_kimg": 0.08}), digits.of_class(3), reference_path, progress=False)
+    threes = zoo.load("tiny-threes")
+    for (name, ours), theirs in zip(threes.named_parameters(), reference["G_ema"].parameters()):
+        assert torch.equal(ours, theirs), name
+    base = zoo.load("tiny-base")
+    assert any(not torch.equal(a, b) for a, b in zip(base.parameters(), threes.parameters()))
+
+
+def test_of_class_keeps_one_class_and_names_a_missing_one(digits):
+    threes = digits.of_class(3)
+    assert len(threes) == 7 and (threes.labels == 3).all() and torch.equal(threes.images, digits.images[digits.labels == 3])
+    with pytest.raises(ValueError, match="no samples of class 11"):
+        digits.of_class(11)
