@@ -122,7 +122,8 @@ def random_move(G, styles, noises: list, result, seed: int = 0, noise_space: str
 
 
 def specialist_comparison(generators: dict, classifier: nn.Module, oracles: dict, digit: int, count: int,
-                          seed: int, eps: float, delta: float, max_iters: int = 10, moves: str = "both"):
+                          seed: int, eps: float, delta: float, max_iters: int = 10, moves: str = "both",
+                          examples: int = 8):
     """The same non-targeted attack (eq. 1–2) on ``count`` latents of class ``digit`` for each
     class-conditional generator of ``generators`` (``{row name: G}``), from the same seed.
 
@@ -131,7 +132,10 @@ def specialist_comparison(generators: dict, classifier: nn.Module, oracles: dict
     much the generator can still draw them), ``F right at t = 0`` (on the ``digit`` samples),
     ``success rate`` (of those), ``preservation`` (the oracles' majority still sees ``digit`` in the
     successful examples; ``gatlib.oracles``), ``pixel L2 change`` (mean over successes) and
-    ``successes``; shares are count ratios (``classifiers.fraction``)."""
+    ``successes``; shares are count ratios (``classifiers.fraction``). Also returns, per generator, up
+    to ``examples`` images of each kind: ``{name: {"unperturbed": ..., "adversarial": ..., "other
+    classes": ...}}`` (the first fooled samples before and after the attack, and its first attempts
+    at the other classes), for a figure."""
     import pandas as pd
 
     from .attacks.latent import attack_batches
@@ -141,7 +145,7 @@ def specialist_comparison(generators: dict, classifier: nn.Module, oracles: dict
 
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}")
-    rows = {}
+    rows, shown = {}, {}
     for name, G in generators.items():
         if not G.num_classes or not 0 <= digit < G.num_classes:
             raise ValueError(f"generator {name!r} must be class-conditional with a class {digit} "
@@ -156,4 +160,7 @@ def specialist_comparison(generators: dict, classifier: nn.Module, oracles: dict
                       "F right at t = 0": fraction(result.valid), "success rate": fraction(result.success[result.valid]),
                       "preservation": kept, "pixel L2 change": result.l2[fooled].mean().item() if fooled.any() else float("nan"),
                       "successes": int(fooled.sum())}
-    return pd.DataFrame.from_dict(rows, orient="index")   # per-column dtypes (successes stay ints)
+        picks = fooled.nonzero().squeeze(1)[:examples]
+        shown[name] = {"unperturbed": result.clean_images[picks], "adversarial": result.images[picks],
+                       "other classes": drawn[:examples]}
+    return pd.DataFrame.from_dict(rows, orient="index"), shown   # from_dict: successes stay ints

@@ -112,9 +112,11 @@ def test_specialist_comparison_attacks_one_class_on_each_generator(tiny_generato
     G = tiny_generator
     torch.manual_seed(0)
     classifier = nn.Sequential(nn.Flatten(), nn.Linear(32 * 32, 10)).eval()
+    with torch.no_grad():
+        classifier[1].bias[3] += 0.4    # right about most 3s at t = 0, so that there is something to fool
     judges = {"a": classifier, "b": nn.Sequential(nn.Flatten(), nn.Linear(32 * 32, 10)).eval()}
-    table = controls.specialist_comparison({"ours": G, "again": G}, classifier, judges, digit=3, count=12, seed=5,
-                                           eps=0.5, delta=2.0, max_iters=3)
+    table, shown = controls.specialist_comparison({"ours": G, "again": G}, classifier, judges, digit=3, count=12,
+                                                  seed=5, eps=0.5, delta=2.0, max_iters=3, examples=4)
     assert list(table.index) == ["ours", "again"]
     # the same generator from the same seed: the same row (the attack is deterministic)
     assert table.loc["ours"].equals(table.loc["again"])
@@ -126,6 +128,11 @@ def test_specialist_comparison_attacks_one_class_on_each_generator(tiny_generato
     assert row["successes"] == int((direct.success & direct.valid).sum())
     others = torch.tensor([0, 1, 2, 4, 5, 6, 7, 8, 9] * 2)[:12]
     assert row["draws the other classes"] == classifiers.fraction(classifiers.predict(classifier, generate(G, others, seed=6)) == others)
+    fooled = (direct.success & direct.valid).nonzero().squeeze(1)[:4]
+    assert row["successes"] >= 4 and len(fooled) == len(shown["ours"]["adversarial"]) == 4
+    assert torch.equal(shown["ours"]["adversarial"], direct.images[fooled])
+    assert torch.equal(shown["ours"]["unperturbed"], direct.clean_images[fooled])
+    assert torch.equal(shown["ours"]["other classes"], generate(G, others, seed=6)[:4])
     with pytest.raises(ValueError, match="class-conditional with a class 12"):
         controls.specialist_comparison({"ours": G}, classifier, judges, digit=12, count=4, seed=0, eps=0.1, delta=0.1)
     with pytest.raises(ValueError, match="count must be at least 1"):
@@ -138,7 +145,7 @@ def test_the_controls_quoted_in_deviations_come_from_the_cited_chapter_02_run():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    run = "default-e08026e5a3"
+    run = "default-6b2d14de08"
     numbers = json.loads((root / "runs/02_latent_attacks" / run / "results.json").read_text())["numbers"]
     table = numbers["controls.table"]
     text = " ".join((root / "book/deviations.md").read_text().split())
