@@ -360,7 +360,7 @@ def figure4(projection: ProjectionResult, attack: LatentAttackResult, count: int
     classified the projection correctly), fooled ones first, then the others. Returns the figure."""
     import matplotlib.pyplot as plt
 
-    from .classifiers import fraction, predict
+    from .classifiers import predict
 
     order = sorted(range(len(attack.valid)), key=lambda i: (not bool(attack.valid[i]), not bool(attack.success[i]), i))
     picked = order[:count]

@@ -67,7 +67,6 @@ import torch
 from torch import nn
 
 from . import classifiers
-from .classifiers import fraction
 from .attacks.latent import attack_batches
 
 EVAL_SEED_BASE = 20_000    # white-box / fixed-set latents of seed k: attack_batches(seed=EVAL_SEED_BASE + k)
@@ -105,7 +104,7 @@ def _white_box_numbers(result, seconds: float, oracles: dict | None = None) -> d
     correct = result.predictions == result.labels
     summary = result.summary()
     # count ratios (classifiers.fraction), not float32 means: equal counts must read as equal
-    numbers = {"accuracy": fraction(correct), "correct": int(correct.sum()), "samples": len(correct),
+    numbers = {"accuracy": classifiers.fraction(correct), "correct": int(correct.sum()), "samples": len(correct),
                **{k: v for k, v in summary.items() if k != "samples"}, "seconds": seconds}
     if oracles:
         numbers.update(_preserved_numbers(result, correct, oracles))
@@ -125,7 +124,7 @@ def _preserved_numbers(result, correct: torch.Tensor, oracles: dict) -> dict:
                                             result.labels[fooled.to(result.labels.device)])
     changed_digit = fooled & ~preserved
     valid = int(result.valid.sum())
-    return {"accuracy_preserved": fraction(correct.cpu() | changed_digit),
+    return {"accuracy_preserved": classifiers.fraction(correct.cpu() | changed_digit),
             "preserved_success_rate": preserved.sum().item() / valid if valid else float("nan"),
             "preservation": preserved.sum().item() / int(fooled.sum()) if fooled.any() else float("nan")}
 
@@ -186,8 +185,7 @@ def transfer_accuracy(model: nn.Module, fixed_set: FixedSet, only_fooled: bool =
         images, labels = images[fixed_set.fooled], labels[fixed_set.fooled]
     if len(labels) == 0:
         return float("nan")
-    correct = classifiers.predict(model, images, device=device) == labels
-    return fraction(correct)
+    return classifiers.fraction(classifiers.predict(model, images, device=device) == labels)
 
 
 # ------------------------------------------------------------------------------- intervals

@@ -384,19 +384,19 @@ def _train_generator(zoo_entry: ZooEntry, progress: bool, max_minutes: float | N
     train_set = data.mnist("train") if digit is None else data.mnist("train").of_class(digit)
     WORK_DIR.mkdir(exist_ok=True)
     state_path = WORK_DIR / f"{zoo_entry.name}.state.pt"
-    if base is not None and not state_path.exists():
+    base_seconds = 0.0
+    if base is not None:
         # go on from the base generator's final training state (G, D, G_ema, optimisers, RNGs); its
         # recipe must match but for the length, which _load_state checks
         base_state = WORK_DIR / f"{base}.state.pt"
         if not base_state.is_file():
             raise FileNotFoundError(f"{zoo_entry.name} continues {base}'s training: its state {base_state} is "
                                     f"missing (train {base} first: `{entry(base).command}`)")
-        shutil.copyfile(base_state, state_path)
-    base_seconds = 0.0
-    if base is not None:
+        if not state_path.exists():
+            shutil.copyfile(base_state, state_path)
         recipe = {**entry(base).recipe, **recipe}
         # the resumed state counts the base's training time too; this entry records only its own
-        base_seconds = torch.load(WORK_DIR / f"{base}.state.pt", map_location="cpu", weights_only=True)["train_seconds"]
+        base_seconds = torch.load(base_state, map_location="cpu", weights_only=True)["train_seconds"]
     recipe = GANRecipe(seed=zoo_entry.seed, **recipe)
     state = train_gan(recipe, train_set, state_path, max_minutes=max_minutes, progress=progress)
     if not state["done"]:
