@@ -261,7 +261,7 @@ def test_every_scoreboard_value_links_to_its_run_record(tmp_path):
     page.parent.mkdir()
     page.write_text("# Scores\n\n<!-- scoreboard:start -->\n<!-- scoreboard:end -->\n")
     scoreboard.write_scoreboard(tmp_path)
-    assert assert_every_value_has_a_record(page) == 3
+    assert assert_every_value_has_a_record(page) == 4   # table1.original.clean fills two rows
     records = sorted(p.name for p in (tmp_path / "book" / "runs").iterdir())
     assert records == ["00_setup-default-00000000aa.md", "04_adversarial_training-default-00000000bb.md"]
     record = (tmp_path / "book" / "runs" / records[0]).read_text()
@@ -281,7 +281,7 @@ def test_every_scoreboard_value_links_to_its_run_record(tmp_path):
     scoreboard.write_scoreboard(tmp_path)
     assert sorted(p.name for p in (tmp_path / "book" / "runs").iterdir()) == [
         "00_setup-default-00000000aa.md", "04_adversarial_training-default-00000000cc.md", "notes.md"]
-    assert assert_every_value_has_a_record(page) == 3
+    assert assert_every_value_has_a_record(page) == 4   # table1.original.clean fills two rows
     # and the check bites: a value whose record is gone fails
     (tmp_path / "book" / "runs" / "00_setup-default-00000000aa.md").unlink()
     with pytest.raises(AssertionError, match="does not exist"):
