@@ -148,7 +148,6 @@ def specialist_comparison(generators: dict, classifier: nn.Module, oracles: dict
     from .attacks.latent import attack_batches
     from .classifiers import fraction, predict
     from .generators.explore import generate
-    from .oracles import label_preservation
 
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}")
@@ -161,13 +160,11 @@ def specialist_comparison(generators: dict, classifier: nn.Module, oracles: dict
         drawn = generate(G, others, seed=seed + 1)
         result = attack_batches(G, classifier, torch.full((count,), digit), seed=seed, eps=eps, delta=delta,
                                 moves=moves, max_iters=max_iters, progress=False)
-        fooled = result.success & result.valid
-        kept = label_preservation(oracles, result.images[fooled], result.labels[fooled])["majority"]
+        summary = _attack_row(result, oracles)
         rows[name] = {"draws the other classes": fraction(predict(classifier, drawn) == others),
-                      "F right at t = 0": fraction(result.valid), "success rate": fraction(result.success[result.valid]),
-                      "preservation": kept, "pixel L2 change": result.l2[fooled].mean().item() if fooled.any() else float("nan"),
-                      "successes": int(fooled.sum())}
-        picks = fooled.nonzero().squeeze(1)[:examples]
+                      **{key: summary[key] for key in ("F right at t = 0", "success rate", "preservation",
+                                                       "pixel L2 change", "successes")}}
+        picks = result.success.nonzero().squeeze(1)[:examples]
         shown[name] = {"unperturbed": result.clean_images[picks], "adversarial": result.images[picks],
                        "other classes": drawn[:examples]}
     return pd.DataFrame.from_dict(rows, orient="index"), shown   # from_dict: successes stay ints
@@ -186,8 +183,7 @@ def classifier_comparison(G, models: dict, oracles: dict, test_set, count: int, 
     import pandas as pd
 
     from .attacks.latent import attack_batches, class_labels
-    from .classifiers import accuracy, fraction
-    from .oracles import label_preservation
+    from .classifiers import accuracy
 
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}")
@@ -198,12 +194,18 @@ def classifier_comparison(G, models: dict, oracles: dict, test_set, count: int, 
     for name, model in models.items():
         result = attack_batches(G, model, labels, seed=seed, eps=eps, delta=delta, moves=moves,
                                 max_iters=max_iters, progress=False)
-        fooled = result.success & result.valid
-        rows[name] = {
-            "test accuracy": accuracy(model, test_set), "F right at t = 0": fraction(result.valid),
-            "success rate": fraction(result.success[result.valid]),
-            "median iterations": result.iterations[fooled].float().median().item() if fooled.any() else float("nan"),
-            "preservation": label_preservation(oracles, result.images[fooled], result.labels[fooled])["majority"],
-            "pixel L2 change": result.l2[fooled].mean().item() if fooled.any() else float("nan"),
-            "successes": int(fooled.sum())}
+        rows[name] = {"test accuracy": accuracy(model, test_set), **_attack_row(result, oracles)}
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def _attack_row(result, oracles: dict) -> dict:
+    """One comparison row from a ``LatentAttackResult`` (whose ``success`` already excludes the
+    samples F got wrong at t = 0): its ``summary`` statistics and the oracles' preservation."""
+    from .classifiers import fraction
+    from .oracles import preservation_of_attack
+
+    summary = result.summary()
+    return {"F right at t = 0": fraction(result.valid), "success rate": summary["success_rate"],
+            "median iterations": summary["median_iterations"],
+            "preservation": preservation_of_attack(oracles, result)["majority"],
+            "pixel L2 change": summary["mean_l2"], "successes": int(result.success.sum())}
