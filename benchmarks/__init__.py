@@ -31,6 +31,7 @@ BENCHES = {
     "userstudy": "benchmarks.bench_userstudy",
     "book": "benchmarks.bench_book",
     "paper_cost": "benchmarks.bench_paper_cost",
+    "allocator": "benchmarks.bench_allocator",
 }
 
 QUICK_REPEATS = 2

@@ -2,7 +2,8 @@
 
     python -m benchmarks                       # all benchmarks; writes benchmarks/results.json
     python -m benchmarks --only pgd,training   # some of them, keeping the others' figures in results.json
-                                               # (names: attack stylegan2 pgd training gan userstudy book)
+                                               # (names: attack stylegan2 pgd training gan userstudy book
+                                               #  paper_cost predict allocator)
     python -m benchmarks --quick --only pgd    # tiny batch, 2 repeats: checks that they run (tests use it)
     python -m benchmarks --write-book          # put the table of results.json into book/performance.md
 

@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gatlib import allocator
+
 PROFILES = ("smoke", "default", "paper")
 RESULTS_ENV = "GAT_RESULTS_FILE"
 
@@ -128,6 +130,7 @@ class Chapter:
             "torch": torch.__version__,
             "python": platform.python_version(),
             "peak_rss_bytes": peak_rss_bytes(),
+            "allocator": allocator.loaded(),
         }
 
     def _flush(self, stamp: dict | None = None) -> None:

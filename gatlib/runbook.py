@@ -54,6 +54,8 @@ from pathlib import Path
 
 import yaml
 
+from gatlib import allocator
+
 log = logging.getLogger("gat")
 
 # Mirrors gatlib.chapter.PROFILES (kept here so that `gat` does not import torch just to validate).
@@ -123,6 +125,15 @@ def parse_parameters_cell(source: str, where: str = "parameters cell") -> dict:
     if defaults["profile"] != "default":
         raise ParameterError(f"{where}: `profile` must default to \"default\" (found {defaults['profile']!r})")
     return defaults
+
+
+def chapter_allocator(nb, path="notebook") -> str:
+    """The kernel allocator a chapter asks for in its front matter (``gat: allocator: auto|system``;
+    default ``auto``). A chapter names a policy, never a library path: paths belong to the machine."""
+    choice = (nb.metadata.get("gat") or {}).get("allocator", "auto")
+    if choice not in ("auto", "system"):
+        raise ParameterError(f"{path}: front matter `gat: allocator:` must be 'auto' or 'system', got {choice!r}")
+    return choice
 
 
 def notebook_parameters(nb, path="notebook") -> tuple[dict, dict]:
@@ -240,6 +251,7 @@ class PreparedRun:
         self.source_text = self.path.read_text() if self.path.exists() else ""
         self.nb = read_notebook(self.path)
         self.defaults, self.presets = notebook_parameters(self.nb, self.path)
+        self.allocator = chapter_allocator(self.nb, self.path)
         if isinstance(overrides, (list, tuple)):  # raw "key=value" strings from the CLI
             overrides = dict(parse_override(t, self.defaults) for t in overrides)
         self.parameters, self.overrides = resolve_parameters(
@@ -347,6 +359,10 @@ def execute(run: PreparedRun, progress: bool = False) -> dict:
     """Execute a prepared run with papermill and write ``results.json`` (also on failure)."""
     import papermill
 
+    # the kernel's malloc (gatlib.allocator): the caller's GAT_ALLOCATOR, else the chapter's front matter
+    # (`gat: allocator:`), else jemalloc when the machine has it. A bad choice fails here, before any
+    # earlier result is touched
+    preload = allocator.kernel_env(os.environ.get(allocator.ALLOCATOR_ENV) or run.allocator)
     run.run_dir.mkdir(parents=True, exist_ok=True)
     results_path = run.results_path
     results_path.unlink(missing_ok=True)  # a crash mid-run must not leave an older "ok" behind
@@ -362,9 +378,14 @@ def execute(run: PreparedRun, progress: bool = False) -> dict:
         # tests' own plots; a kernel that inherits it would show no figure in the book). Its OpenMP
         # threads sleep when idle unless the caller chose otherwise: with spinning threads the default
         # chapters peaked higher on the 2-core CPU (chapter 00: 1.40 GiB against 1.22; chapter 04: 4.35
-        # GiB against 3.62, over the book's 4 GiB budget), with the same numbers
-        with _env(RESULTS_ENV, str(partial.resolve())), _env("MPLBACKEND", INLINE_BACKEND), _env(BATCH_ENV, "1"), \
-                _env(OMP_WAIT_ENV, os.environ.get(OMP_WAIT_ENV, "PASSIVE")), _quiet_papermill():
+        # GiB against 3.62, over the book's 4 GiB budget), with the same numbers. It starts with
+        # jemalloc when the machine has it (see `preload` above)
+        kernel = {RESULTS_ENV: str(partial.resolve()), "MPLBACKEND": INLINE_BACKEND, BATCH_ENV: "1",
+                  OMP_WAIT_ENV: os.environ.get(OMP_WAIT_ENV, "PASSIVE"), **preload}
+        with contextlib.ExitStack() as stack:
+            for name, value in kernel.items():
+                stack.enter_context(_env(name, value))
+            stack.enter_context(_quiet_papermill())
             papermill.execute_notebook(
                 run.nb, str(executed), parameters=run.parameters, kernel_name="python3",
                 language="python", cwd=str(cwd), progress_bar=progress, log_output=False)
@@ -396,6 +417,7 @@ def execute(run: PreparedRun, progress: bool = False) -> dict:
         "finished": finished,
         "wall_time_s": round(wall, 3),
         "peak_rss_bytes": (recorded.get("stamp") or {}).get("peak_rss_bytes"),
+        "allocator": (recorded.get("stamp") or {}).get("allocator"),
         "slowest_cells": slowest_cells(executed),
     }
     write_atomic(results_path, json.dumps(results, indent=2, sort_keys=True) + "\n")

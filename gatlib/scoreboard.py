@@ -416,6 +416,7 @@ def render_run_record(results: dict, stem: str, run_id: str, used: list[tuple[Pa
         device = f"{device} ({stamp['device_name']})"
     commit = results.get("git_commit") or stamp.get("git_commit")
     peak = results.get("peak_rss_bytes") or stamp.get("peak_rss_bytes")
+    malloc = results.get("allocator") or stamp.get("allocator")
     rows = [
         ("Notebook", chapter),
         ("Run id", _code(run_id)),
@@ -428,6 +429,7 @@ def render_run_record(results: dict, stem: str, run_id: str, used: list[tuple[Pa
         ("Device", _code(device) if device else "not recorded"),
         ("Wall time", _seconds(results.get("wall_time_s"))),
         ("Peak RSS", _bytes(peak)),
+        ("Allocator", _code(malloc) if malloc else "not recorded"),
         ("Started", _code(results["started"]) if results.get("started") else "not recorded"),
         ("Finished", _code(results["finished"]) if results.get("finished") else "not recorded"),
     ]

@@ -218,7 +218,8 @@ def _fake_run(runs: Path, stem: str, run_id: str, numbers: dict, **extra) -> Non
         "status": "ok", "profile": profile, "overrides": {}, "seed": 0, "run_id": run_id,
         "parameters": {"profile": profile, "seed": 0, "eval_count": 300}, "finished": "2025-01-01T00:00:00",
         "numbers": numbers, "git_commit": "0123456789abcdef", "versions": {"torch": "2.14.1", "gatlib": "0.1.0"},
-        "stamp": {"device": "cpu", "device_name": "x86_64", "peak_rss_bytes": 2**30}, "wall_time_s": 12.5,
+        "stamp": {"device": "cpu", "device_name": "x86_64", "peak_rss_bytes": 2**30, "allocator": "jemalloc"},
+        "wall_time_s": 12.5,
         **extra}))
 
 
@@ -267,6 +268,7 @@ def test_every_scoreboard_value_links_to_its_run_record(tmp_path):
     record = (tmp_path / "book" / "runs" / records[0]).read_text()
     for expected in ("| Run id | `default-00000000aa` |", "| Seed | 0 |", "| Git commit | `0123456789abcdef` |",
                      "| Device | `cpu (x86_64)` |", "| Wall time | 12.5 s |", "| Peak RSS | 1024 MiB",
+                     "| Allocator | `jemalloc` |",
                      "| `torch` | `2.14.1` |", "| `eval_count` | `300` |", "`table3.original.in_domain`"):
         assert expected in record, expected
 
