@@ -7,7 +7,8 @@ style, the noise, then both. Each allocator gets fresh processes (an allocator i
 starts), run in turns (system, jemalloc, system, jemalloc, ...) so that a change of load hits both.
 
 Figures: jemalloc's peak resident memory ÷ the system's, and its wall time ÷ the system's (medians
-over the repeats); the attack results must be bit-identical (an allocator does not change what is
+over the repeats), for the runner's jemalloc settings (no decay) and, without a target, for
+jemalloc's own default decay; the attack results must be bit-identical (an allocator does not change what is
 computed), which the benchmark checks on a digest of every adversarial image.
 
     python benchmarks/bench_allocator.py --latents 500 --repeats 3
@@ -52,11 +53,20 @@ def workload(latents: int, progress: bool = False) -> dict:
             "threads": torch.get_num_threads()}
 
 
-def child(choice: str, latents: int) -> dict:
-    """Run ``workload`` in a fresh process started with allocator ``choice`` ("system" or "auto")."""
+#: jemalloc's own defaults (5.x): freed pages decay back to the OS over 10 s, and allocations of 8 MiB
+#: and more go to an arena that returns them at once. The third contender, to show why the runner
+#: turns decay off (gatlib.allocator.JEMALLOC_CONF)
+JEMALLOC_DEFAULT_DECAY = "dirty_decay_ms:10000,muzzy_decay_ms:0"
+
+
+def child(choice: str, latents: int, malloc_conf: str | None = None) -> dict:
+    """Run ``workload`` in a fresh process started with allocator ``choice`` ("system" or "auto"),
+    with ``malloc_conf`` instead of the runner's jemalloc settings when given."""
     from gatlib import allocator
 
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF")}
+    if malloc_conf:
+        env["MALLOC_CONF"] = malloc_conf
     env.update(allocator.kernel_env(choice, environ=env))
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")     # as the runner's kernels
     proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_allocator", "--child", "--latents", str(latents)],
@@ -72,12 +82,13 @@ def measure(latents: int, repeats: int) -> dict:
     library = allocator.find_jemalloc()
     if library is None:
         return {"jemalloc": None, "reason": "no libjemalloc.so.2 on this machine (Debian: apt-get install libjemalloc2)"}
-    runs = {"system": [], "jemalloc": []}
+    runs = {"system": [], "jemalloc": [], "jemalloc_decay": []}
     for _ in range(repeats):
         runs["system"].append(child("system", latents))
         runs["jemalloc"].append(child("auto", latents))
+        runs["jemalloc_decay"].append(child("auto", latents, JEMALLOC_DEFAULT_DECAY))
     got = {name: {r["allocator"] for r in rs} for name, rs in runs.items()}
-    if got != {"system": {"system"}, "jemalloc": {"jemalloc"}}:
+    if got != {"system": {"system"}, "jemalloc": {"jemalloc"}, "jemalloc_decay": {"jemalloc"}}:
         raise RuntimeError(f"the children did not run with the allocators asked for: {got}")
     median = lambda name, key: statistics.median(r[key] for r in runs[name])  # noqa: E731
     digests = {r["digest"] for rs in runs.values() for r in rs}
@@ -90,7 +101,7 @@ def measure(latents: int, repeats: int) -> dict:
 
 def run(quick: bool = False, latents: int | None = None, repeats: int | None = None) -> dict:
     """For ``python -m benchmarks`` (see ``benchmarks/__init__.py``): one process per allocator and
-    repeat, so the default is 3 repeats of 500 latents (about 5 minutes on 2 cores), not 5."""
+    repeat, so the default is 3 repeats of 500 latents (about 8 minutes on 2 cores), not 5."""
     from benchmarks import result, row
 
     out = measure(latents or (8 if quick else 500), repeats or (1 if quick else 3))
@@ -104,6 +115,10 @@ def run(quick: bool = False, latents: int | None = None, repeats: int | None = N
             out["peak_gib"]["jemalloc"] / out["peak_gib"]["system"], "≤ 1.00"),
         row("allocator_time_jemalloc_over_system", f"allocator: jemalloc ÷ glibc wall time, {what}",
             out["wall_s"]["jemalloc"] / out["wall_s"]["system"], "≤ 1.00"),
+        row("allocator_decay_peak_over_system", f"allocator: jemalloc with its default decay ÷ glibc peak RSS, {what}",
+            out["peak_gib"]["jemalloc_decay"] / out["peak_gib"]["system"]),
+        row("allocator_decay_time_over_system", f"allocator: jemalloc with its default decay ÷ glibc wall time, {what}",
+            out["wall_s"]["jemalloc_decay"] / out["wall_s"]["system"]),
         row("allocator_identical_results", "allocator: adversarial images and iterations bit-identical (1 = yes)",
             1.0 if out["identical"] else 0.0, "≥ 1"),
     ]

@@ -3,17 +3,23 @@
 Why it matters: a chapter attacks batch after batch of latents, and every batch allocates and frees
 hundreds of activation tensors of slightly different sizes. glibc's allocator keeps the freed pieces
 scattered over its heap, so a kernel's resident memory creeps up batch after batch; jemalloc's size
-classes reuse them. On our 2-core CPU the default chapters peaked above the book's 4 GiB budget with
-glibc and run faster with jemalloc, with bit-identical numbers (an allocator does not change what is
-computed). ``python -m benchmarks --only allocator`` measures both on one attack workload.
+classes reuse them. On our 2-core CPU chapter 02 peaked at 4.05 GiB with glibc (the book's budget is 4)
+and at 2.78 GiB with jemalloc, 22 % faster, with bit-identical numbers (an allocator does not change
+what is computed). ``python -m benchmarks --only allocator`` measures both on one attack workload.
+
+jemalloc runs without decay (``JEMALLOC_CONF``): freed pages stay with the process. That is what makes
+it fast here, and it can cost memory where a chapter's allocations change size from phase to phase:
+chapter 07 (SPADE attacks and predictions at 64 px) peaked at 4.21 GiB with it against 2.08 GiB with
+glibc. Such a chapter keeps the system's malloc by saying so in its front matter
+(``gat: allocator: system``); the caller's ``GAT_ALLOCATOR`` still wins.
 
 jemalloc is not a Python package: it is Debian's ``libjemalloc2`` (``.ci/run`` installs it), conda's
 ``jemalloc``, or any ``libjemalloc.so.2`` the machine has. It can only be chosen when a process
 starts, so the runner puts it in ``LD_PRELOAD`` for the kernel it launches (``kernel_env``) and the
 kernel records what it actually got (``loaded``) in its run stamp.
 
-``GAT_ALLOCATOR`` chooses: unset or ``auto`` (jemalloc if found, else the system's), ``system``, or
-the path of a ``libjemalloc.so*`` to preload.
+``GAT_ALLOCATOR`` chooses: unset (the chapter's front matter, else ``auto``), ``auto`` (jemalloc if
+found, else the system's), ``system``, or the path of a ``libjemalloc.so*`` to preload.
 """
 from __future__ import annotations
 
