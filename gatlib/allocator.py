@@ -73,17 +73,20 @@ def choose(choice: str | None = None) -> Path | None:
     return path.resolve()
 
 
-def kernel_env(choice: str | None = None, environ: dict | None = None) -> dict[str, str]:
-    """The environment variables a child process needs to start with the chosen allocator.
+def kernel_env(choice: str | None = None, environ: dict | None = None) -> dict[str, str | None]:
+    """The environment variables a child process needs to start with the chosen allocator
+    (a value of None: unset it).
 
-    Keeps whatever is already in ``LD_PRELOAD`` (after our library) and a ``MALLOC_CONF`` the user set."""
+    Keeps whatever else is in ``LD_PRELOAD`` (after our library) and a ``MALLOC_CONF`` the user set;
+    for the system's allocator it takes a jemalloc the caller preloaded out of ``LD_PRELOAD``."""
     environ = os.environ if environ is None else environ
     library = choose(choice)
+    preloaded = [p for p in environ.get("LD_PRELOAD", "").replace(":", " ").split() if p]
+    others = [p for p in preloaded if not Path(p).name.startswith("libjemalloc.so")]
     if library is None:
-        return {}
-    preload = [str(library)] + [p for p in environ.get("LD_PRELOAD", "").replace(":", " ").split()
-                                if p and Path(p).name != library.name]
-    return {"LD_PRELOAD": " ".join(preload), "MALLOC_CONF": environ.get("MALLOC_CONF") or JEMALLOC_CONF}
+        return {} if others == preloaded else {"LD_PRELOAD": " ".join(others) or None}
+    return {"LD_PRELOAD": " ".join([str(library)] + others),
+            "MALLOC_CONF": environ.get("MALLOC_CONF") or JEMALLOC_CONF}
 
 
 def loaded() -> str:

@@ -312,10 +312,13 @@ def _now() -> str:
 
 
 @contextlib.contextmanager
-def _env(name: str, value: str):
-    """The kernel inherits our environment; set the results file for this run only."""
+def _env(name: str, value: str | None):
+    """The kernel inherits our environment: set ``name`` (None: unset it) for this run only."""
     old = os.environ.get(name)
-    os.environ[name] = value
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
     try:
         yield
     finally:

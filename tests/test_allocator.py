@@ -55,6 +55,11 @@ def test_kernel_env_preloads_the_library_and_keeps_the_users_settings(tmp_path):
                                                    "MALLOC_CONF": "narenas:2"})
     # ours first, the user's other libraries kept, no second jemalloc; the user's MALLOC_CONF wins
     assert env == {"LD_PRELOAD": f"{fake.resolve()} /opt/libfoo.so", "MALLOC_CONF": "narenas:2"}
+    # the system's allocator: a jemalloc the caller preloaded is taken out, nothing else touched
+    assert allocator.kernel_env("system", environ={"LD_PRELOAD": "/opt/libfoo.so"}) == {}
+    assert allocator.kernel_env("system", environ={"LD_PRELOAD": "/opt/libfoo.so /x/libjemalloc.so.2"}) == {
+        "LD_PRELOAD": "/opt/libfoo.so"}
+    assert allocator.kernel_env("system", environ={"LD_PRELOAD": "/x/libjemalloc.so.2"}) == {"LD_PRELOAD": None}
 
 
 def test_a_process_started_with_kernel_env_runs_jemalloc():
@@ -90,6 +95,10 @@ def test_the_kernel_gets_the_allocator_and_the_runner_keeps_its_own_environment(
     runbook.execute(run)
     assert seen == [(str(fake.resolve()), allocator.JEMALLOC_CONF), (None, None)]
     assert "LD_PRELOAD" not in os.environ and "MALLOC_CONF" not in os.environ
+    # a caller running under a preloaded jemalloc still gets the system's malloc in the kernel when asked
+    monkeypatch.setenv("LD_PRELOAD", str(fake))
+    runbook.execute(run)
+    assert seen[-1] == (None, None) and os.environ["LD_PRELOAD"] == str(fake)
 
 
 def test_a_chapter_may_ask_for_the_system_allocator_in_its_front_matter(tmp_path, monkeypatch):

@@ -49,12 +49,40 @@ def test_tests_workflow_runs_ci_run_on_push_and_pull_request():
     assert str(python["with"]["python-version"]) == "3.11"
 
 
-def test_ci_run_is_strict_installs_chromium_and_runs_make_test():
+def test_ci_run_is_strict_installs_chromium_and_jemalloc_and_runs_make_test():
     script = (ROOT / ".ci" / "run").read_text()
     assert "set -euo pipefail" in script
-    assert "apt-get install -y -qq chromium" in script and "</dev/null" in script
-    assert script.rstrip().splitlines()[-1].startswith("make test")
-    assert subprocess.run(["bash", "-n", str(ROOT / ".ci" / "run")]).returncode == 0
+    assert "packages=(libjemalloc2)" in script and "packages+=(chromium)" in script
+    assert 'bash .ci/apt-install "${packages[@]}"' in script      # strict: not --optional
+    assert script.rstrip().splitlines()[-1].startswith("make test") and "</dev/null" in script
+    installer = (ROOT / ".ci" / "apt-install").read_text()
+    assert 'apt-get install -y -qq "${missing[@]}" </dev/null' in installer
+    assert "bash .ci/apt-install --optional libjemalloc2" in (ROOT / "Makefile").read_text()
+    for path in (ROOT / ".ci" / "run", ROOT / ".ci" / "apt-install"):
+        assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
+
+
+def test_apt_install_fails_or_skips_clearly_without_apt(tmp_path):
+    """.ci/apt-install on a machine without apt-get: strict, it fails naming the package and why;
+    with --optional it says what it skipped and succeeds (make book runs without jemalloc)."""
+    import shutil
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("id", "grep"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    (bin_dir / "dpkg-query").write_text("#!/bin/sh\nexit 1\n")   # nothing is installed
+    (bin_dir / "dpkg-query").chmod(0o755)
+    env = {"PATH": str(bin_dir)}
+    bash = shutil.which("bash")
+    strict = subprocess.run([bash, str(ROOT / ".ci" / "apt-install"), "libjemalloc2"], env=env,
+                            capture_output=True, text=True)
+    assert strict.returncode == 1
+    assert "libjemalloc2 missing and this machine has no apt-get" in strict.stderr
+    optional = subprocess.run([bash, str(ROOT / ".ci" / "apt-install"), "--optional", "libjemalloc2"], env=env,
+                              capture_output=True, text=True)
+    assert optional.returncode == 0
+    assert "not installing libjemalloc2 (this machine has no apt-get)" in optional.stderr
 
 
 def test_loadgroup_keeps_the_smoke_book_tests_on_one_worker(tmp_path):
