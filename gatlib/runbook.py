@@ -875,6 +875,9 @@ def _format_number(value) -> str:
 def _print_run(res: dict) -> None:
     print(f"run dir: {res.get('run_dir')}")
     print(f"status:  {res.get('status')}" + (f" ({res['error']})" if res.get("error") else ""))
+    if res.get("wall_time_s") is not None and res.get("peak_rss_bytes"):
+        print(f"cost:    {res['wall_time_s']:.0f} s, peak {res['peak_rss_bytes'] / 2 ** 30:.2f} GiB, "
+              f"{res.get('allocator') or 'unrecorded'} malloc")
     numbers = res.get("numbers") or {}
     if numbers:
         print(f"numbers ({len(numbers)}):")

@@ -146,3 +146,29 @@ def test_committed_default_runs_record_the_allocator_their_chapter_asks_for():
             wrong[stem] = (results.get("allocator"), expected)
     assert not wrong, f"default runs whose kernel allocator is not their chapter's (recorded, expected): {wrong}"
     assert "jemalloc" in {results["allocator"] for results in latest.values()}
+
+
+def test_jemalloc_changes_nothing_the_attack_computes():
+    """The claim behind giving kernels jemalloc: same adversarial images and iteration counts, bit for
+    bit, as with the system's malloc (benchmarks/bench_allocator.py's workload on 4 latents, each in a
+    fresh process started the way the runner starts a kernel)."""
+    _need_jemalloc()
+    from benchmarks import bench_allocator
+
+    system, jemalloc = bench_allocator.child("system", 4), bench_allocator.child("auto", 4)
+    assert (system["allocator"], jemalloc["allocator"]) == ("system", "jemalloc")
+    assert system["digest"] == jemalloc["digest"]
+
+
+@pytest.mark.notebooks
+def test_gat_run_starts_a_real_kernel_with_jemalloc_and_says_so(tmp_path):
+    _need_jemalloc()
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF", allocator.ALLOCATOR_ENV)}
+    exe = Path(sys.executable).with_name("gat")
+    completed = subprocess.run([str(exe), "run", str(FIXTURES / "record.md"), "--profile", "smoke", "--runs-dir",
+                                str(tmp_path / "runs")], env=env, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr
+    (results_path,) = (tmp_path / "runs" / "record").glob("smoke-*/results.json")
+    results = json.loads(results_path.read_text())
+    assert results["allocator"] == results["stamp"]["allocator"] == "jemalloc"
+    assert "jemalloc malloc" in completed.stdout and "peak" in completed.stdout
