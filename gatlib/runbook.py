@@ -20,6 +20,9 @@ Conventions
   ``nb.metadata["gat"]["profiles"]``).
 * The kernel's working directory is the notebook's parent's parent, i.e. the repository root for
   ``notebooks/NN_name.md``; relative paths inside notebooks are relative to the repository root.
+* The kernel's ``malloc`` is jemalloc when the machine has it (``gatlib.allocator``), unless the
+  caller's ``GAT_ALLOCATOR`` or the front matter's ``gat: allocator: system`` says otherwise;
+  ``results.json`` records which one ran (``allocator``) beside the run's ``peak_rss_bytes``.
 * Sweeps (``gat batch sweep.yaml``)::
 
       notebook: notebooks/00_setup.md      # or a list of notebooks; relative to the current
