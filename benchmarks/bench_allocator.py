@@ -4,7 +4,8 @@ The runner starts every notebook kernel with jemalloc when the machine has it (`
 This benchmark checks that choice on the workload that holds the book's peak: chapter 02's latent
 attacks, several ``attack_batches`` calls in one process on the chapters' batch size, moving the
 style, the noise, then both. Each allocator gets fresh processes (an allocator is chosen when a process
-starts), run in turns (system, jemalloc, system, jemalloc, ...) so that a change of load hits both.
+starts), run in turns (glibc, jemalloc, jemalloc with its default decay, glibc, ...) so that a change
+of load hits all three.
 
 Figures: jemalloc's peak resident memory ÷ the system's, and its wall time ÷ the system's (medians
 over the repeats), for the runner's jemalloc settings (no decay) and, without a target, for

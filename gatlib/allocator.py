@@ -29,9 +29,10 @@ import sys
 from pathlib import Path
 
 ALLOCATOR_ENV = "GAT_ALLOCATOR"
-# freed pages stay with the process for reuse instead of being handed back to the OS after a delay:
-# the default decay returns and refaults them between attack batches, which cost 2x the time in our
-# measurements without lowering the peak
+# freed pages stay with the process for reuse instead of being handed back to the OS after a delay.
+# jemalloc's default decay returns them and faults them in again between attack steps: on the
+# allocator benchmark's attack workload it holds a lower peak (0.68 of glibc's against 0.79) but takes
+# 1.39 of glibc's time against 0.65 without decay (benchmarks/results.json, `allocator` rows)
 JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
 JEMALLOC_PATTERNS = (
     "{prefix}/lib/libjemalloc.so.2",             # conda / a venv's own prefix
@@ -40,6 +41,10 @@ JEMALLOC_PATTERNS = (
     "/usr/lib/libjemalloc.so.2",
     "/usr/local/lib/libjemalloc.so.2",
 )
+
+
+def _is_jemalloc(path) -> bool:
+    return Path(path).name.startswith("libjemalloc.so")
 
 
 def find_jemalloc() -> Path | None:
@@ -66,7 +71,7 @@ def choose(choice: str | None = None) -> Path | None:
     if choice == "system":
         return None
     path = Path(choice).expanduser()
-    if not path.name.startswith("libjemalloc.so"):
+    if not _is_jemalloc(path):
         raise ValueError(f"{ALLOCATOR_ENV}={choice!r} is not 'auto', 'system' or the path of a libjemalloc.so* library")
     if not path.is_file():
         raise ValueError(f"{ALLOCATOR_ENV}={choice!r}: no such file")
@@ -82,7 +87,7 @@ def kernel_env(choice: str | None = None, environ: dict | None = None) -> dict[s
     environ = os.environ if environ is None else environ
     library = choose(choice)
     preloaded = [p for p in environ.get("LD_PRELOAD", "").replace(":", " ").split() if p]
-    others = [p for p in preloaded if not Path(p).name.startswith("libjemalloc.so")]
+    others = [p for p in preloaded if not _is_jemalloc(p)]
     if library is None:
         return {} if others == preloaded else {"LD_PRELOAD": " ".join(others) or None}
     return {"LD_PRELOAD": " ".join([str(library)] + others),
