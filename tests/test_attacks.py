@@ -210,6 +210,63 @@ def test_ppgd_stays_in_the_lpips_ball_and_fools(model, digits, lpips_net):
     assert accuracy(model, adversarial, labels) < 0.10
 
 
+def test_newton_projection_lands_inside_the_ball_nearer_the_step_than_bisection(lpips_net, digits):
+    """PAT's Newton projection moves x' along ∇d onto the ball; the bisection pulls it straight back
+    toward x. Where PPGD uses it — a short step out of a point on the ball's surface — both end
+    inside, and the Newton point keeps more of the step (it is nearer x')."""
+    images = digits[0][:16]
+    generator = torch.Generator().manual_seed(0)
+    attacks = {kind: perceptual.PerceptualPGD(distance=lpips_net, projection=kind, projection_overshoot=0.01)
+               for kind in perceptual.PROJECTIONS}
+    with torch.no_grad():
+        clean = lpips_net.features(images)
+        bisection = attacks["bisection"]
+        bisection._prepare(nn.Identity(), images)
+        far = (images + 0.3 * torch.randn(images.shape, generator=generator)).clamp(0, 1)
+        surface = bisection._project(images, far, clean)                   # points on the ball
+        step = 0.05 * torch.randn(images.shape, generator=generator)
+        outside = (surface + step).clamp(0, 1)
+        assert (perceptual.lpips_distance(lpips_net, images, outside) > 0.5).all()   # every row needs projecting
+        projected = {}
+        for kind, attack in attacks.items():
+            attack._prepare(nn.Identity(), images)
+            projected[kind] = attack._project(images, outside, clean)
+            distances = perceptual.lpips_distance(lpips_net, images, projected[kind])
+            assert distances.max() <= 0.5 + 1e-4, kind
+            assert distances.min() >= 0.4, kind       # onto the ball, not back to x
+        gap = {kind: (out - outside).flatten(1).norm(dim=1) for kind, out in projected.items()}
+    assert (gap["newton"] < gap["bisection"]).float().mean() >= 0.9
+    assert gap["newton"].mean() < 0.8 * gap["bisection"].mean()
+
+
+def test_newton_projection_falls_back_on_bisection(lpips_net, digits):
+    """With no Newton step allowed every row goes to the bisection: the same output."""
+    images = digits[0][:8]
+    outside = (images + 0.3 * torch.randn(images.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
+    with torch.no_grad():
+        clean = lpips_net.features(images)
+        outs = []
+        for attack in (perceptual.PerceptualPGD(distance=lpips_net, projection="newton", newton_steps=0),
+                       perceptual.PerceptualPGD(distance=lpips_net, projection="bisection")):
+            attack._prepare(nn.Identity(), images)
+            outs.append(attack._project(images, outside, clean))
+    assert torch.equal(outs[0], outs[1])
+
+
+def test_perceptual_projection_arguments_are_checked():
+    assert perceptual.PerceptualPGD().projection == "newton"           # PAT's PerceptualPGDAttack default
+    assert perceptual.LagrangePerceptual().projection == "newton"      # and its LagrangePerceptualAttack's
+    assert perceptual.FastLagrangePerceptual().projection is None      # PAT training: no projection
+    assert perceptual.PerceptualPGD().projection_overshoot == 0.1      # PAT's projection_overshoot
+    assert perceptual.mnist("ppgd").projection_overshoot == perceptual.MNIST_PPGD_OVERSHOOT
+    with pytest.raises(ValueError, match="projection must be one of"):
+        perceptual.PerceptualPGD(projection="linesearch")
+    with pytest.raises(ValueError, match="newton_steps"):
+        perceptual.PerceptualPGD(newton_steps=-1)
+    with pytest.raises(ValueError, match="projection_overshoot"):
+        perceptual.LagrangePerceptual(projection_overshoot=float("nan"))
+
+
 def test_lpips_units_are_pats(lpips_net, digits):
     """PAT's distance is the L2 norm of the flattened normalised features: sqrt of ours."""
     images = digits[0][:8]
