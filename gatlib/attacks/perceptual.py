@@ -67,9 +67,10 @@ all numbers on its 50 MNIST test digits of the seed-0 models:
   projection the same 40 steps left AdvProp 22 %, AT-PGD 26 % and PAT 58 %, and the check found 6
   and 4 points more on the first two (run ``default-c4b1416b12``). With PAT's Newton projection
   AdvProp and AT-PGD are left at 16 %; PAT's overshoot lands every projected iterate about 0.1
-  inside the ball, and with 0.01 the three models are left at 8, 14 and 52 %. The check then finds 2, 0 and 8 points more; PAT,
-  trained against a perceptual attack, needs more steps (100 steps leave it 46 %, and 500 then
-  42 %), 2.5 times the steps of the chapter's perceptual column.
+  inside the ball, and with 0.01 the three models are left at 8, 14 and 52 % (chapter 05's run
+  ``default-dd3be83d95``). The check then finds 2, 0 and 8 points more. PAT, trained against a
+  perceptual attack, needs more steps: 100 steps leave it 46 %, and 500 then 42 %, at 2.5 times
+  the steps of the chapter's perceptual column.
 
 Decaying step sizes (η from 0.1, 0.2 or 0.3 down to a tenth or a twentieth over the 40 steps) left
 every model where constant steps did or higher.
