@@ -256,27 +256,25 @@ class _PerceptualAttack(Attack):
         out = adversarial.clone()
         rows = over.nonzero().squeeze(1)
         if self.projection == "newton" and self.newton_steps > 0:
-            projected, outside = self._newton_project(adversarial[rows], _rows(clean_features, rows), distances[rows])
+            projected, outside = self._newton_project(adversarial[rows], _rows(clean_features, rows))
             out[rows] = projected
             rows = rows[outside]
         if len(rows):
             out[rows] = self._bisect(images[rows], adversarial[rows], _rows(clean_features, rows))
         return out
 
-    def _newton_project(self, adversarial: Tensor, clean_features: list[Tensor], distances: Tensor):
-        """PAT's ``NewtonsPerceptualProjection``: Newton steps on ``d(x, x') − bound = 0`` along ∇d,
-        ``x' ← x' − (d − bound + o)(1 + o)·∇d/||∇d||²`` with the overshoot o (PAT: 0.1, which lands about
-        o inside the ball), for the rows still outside, up to ``newton_steps`` times. Unlike a bisection
-        toward x it keeps the part of the step along the ball's surface. Returns the projected rows and
-        a mask of those still outside (PAT then bisects them, from the unprojected x')."""
+    def _newton_project(self, adversarial: Tensor, clean_features: list[Tensor]):
+        """PAT's ``NewtonsPerceptualProjection`` for rows that all lie outside the ball: Newton steps on
+        ``d(x, x') − bound = 0`` along ∇d, ``x' ← x' − (d − bound + o)(1 + o)·∇d/||∇d||²`` with the
+        overshoot o (PAT: 0.1, which lands about o inside the ball), for the rows still outside, up to
+        ``newton_steps`` times. Unlike a bisection toward x it keeps the part of the step along the
+        ball's surface. Returns the projected rows and a mask of those still outside (PAT then
+        bisects them, from the unprojected x')."""
         out = adversarial.clone()
-        outside = distances > self.bound
-        for step in range(self.newton_steps + 1):
+        outside = torch.ones(len(out), dtype=torch.bool, device=out.device)
+        for _ in range(self.newton_steps):
             rows = outside.nonzero().squeeze(1)
-            if len(rows) == 0 or step == self.newton_steps:     # the last pass only checks
-                if len(rows) and step > 0:
-                    distance = feature_distance(self._features(out[rows]), _rows(clean_features, rows))
-                    outside[rows] = distance > self.bound
+            if len(rows) == 0:
                 break
             with torch.enable_grad():
                 point = out[rows].requires_grad_(True)
@@ -286,15 +284,18 @@ class _PerceptualAttack(Attack):
             outside[rows] = moving
             rows, grad, distance = rows[moving], grad[moving], distance.detach()[moving]
             excess = distance - self.bound + self.projection_overshoot
-            norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12)
-            scale = excess * (1 + self.projection_overshoot) / norm.square()
+            scale = excess * (1 + self.projection_overshoot) / grad.flatten(1).norm(dim=1).clamp_min(1e-12).square()
             out[rows] = (out[rows] - scale[:, None, None, None] * grad).clamp(0, 1)
+        else:                       # the last step's rows have not been measured since they moved
+            rows = outside.nonzero().squeeze(1)
+            if len(rows):
+                outside[rows] = feature_distance(self._features(out[rows]), _rows(clean_features, rows)) > self.bound
         return out, outside
 
-    def _bisect(self, images: Tensor, target: Tensor, features: list[Tensor]) -> Tensor:
-        """PAT's ``BisectionPerceptualProjection``: bisection on the segment ``x + λ(x' − x)`` for rows
-        outside the ball: the largest λ found (``bisection_steps`` halvings) with ``d ≤ bound``."""
-        x = images
+    def _bisect(self, x: Tensor, target: Tensor, features: list[Tensor]) -> Tensor:
+        """PAT's ``BisectionPerceptualProjection``: bisection on the segment ``x + λ(x' − x)`` (x' the
+        ``target``) for rows outside the ball: the largest λ found (``bisection_steps`` halvings) with
+        ``d ≤ bound``."""
         low = x.new_zeros(len(x))
         high = x.new_ones(len(x))
         for _ in range(self.bisection_steps):
