@@ -231,6 +231,40 @@ def summarize(per_seed: pd.DataFrame, columns: Sequence[str], row: str = "row",
     return table
 
 
+
+def paired_differences(per_seed: pd.DataFrame, pairs: dict, columns: Sequence[str], row: str = "row",
+                       confidence: float = 0.95) -> pd.DataFrame:
+    """Per ``{name: (treated, reference)}`` pair of rows, the per-seed difference treated − reference
+    of each column (both rows fine-tuned from the same Original of that seed, so seed-to-seed variation
+    of the Original cancels), as mean ± CI over the seeds the two rows share.
+
+    Returns one line per pair with ``<column>`` ("+1.2 ± 0.8" points), ``<column>_mean`` /
+    ``<column>_ci`` (fractions), ``<column>_per_seed`` (list) and ``seeds``. A pair whose rows share no
+    seed is an error that names them."""
+    out = {}
+    for name, (treated, reference) in pairs.items():
+        missing = [r for r in (treated, reference) if r not in set(per_seed[row])]
+        if missing:
+            raise ValueError(f"paired_differences: no row {missing} in the table (pair {name!r})")
+        a = per_seed[per_seed[row] == treated].set_index("seed")
+        b = per_seed[per_seed[row] == reference].set_index("seed")
+        shared = sorted(set(a.index) & set(b.index))
+        if not shared:
+            raise ValueError(f"paired_differences: rows {treated!r} and {reference!r} share no seed")
+        cells = {"treated": treated, "reference": reference, "seeds": len(shared)}
+        for column in columns:
+            differences = [float(a.loc[seed, column]) - float(b.loc[seed, column]) for seed in shared]
+            mean, half = mean_ci(differences, confidence)
+            cells[column] = "—" if math.isnan(mean) else (
+                f"{100 * mean:+.1f}" + ("" if math.isnan(half) else f" ± {100 * half:.1f}"))
+            cells[f"{column}_mean"], cells[f"{column}_ci"] = mean, half
+            cells[f"{column}_per_seed"] = differences
+        out[name] = cells
+    table = pd.DataFrame(out).T
+    table.index.name = "pair"
+    return table
+
+
 # ---------------------------------------------------------------------------------- Table 1
 @dataclass
 class Table1:

@@ -2,6 +2,7 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy import stats
@@ -135,6 +136,26 @@ def test_mean_ci_matches_the_t_interval():
     assert one_mean == 0.5 and math.isnan(one_half)
     assert robustness.format_ci(0.5, float("nan")) == "50.0"
     assert robustness.format_ci(0.5, 0.012) == "50.0 ± 1.2"
+
+
+
+def test_paired_differences_pair_rows_by_seed():
+    per_seed = pd.DataFrame([
+        {"row": "gat", "seed": 0, "ood": 0.80}, {"row": "gat", "seed": 1, "ood": 0.90}, {"row": "gat", "seed": 2, "ood": 0.85},
+        # listed in another seed order, and with a seed gat lacks: pairs go by seed, unshared seeds drop out
+        {"row": "filtered", "seed": 2, "ood": 0.88}, {"row": "filtered", "seed": 0, "ood": 0.84},
+        {"row": "filtered", "seed": 1, "ood": 0.91}, {"row": "filtered", "seed": 7, "ood": 0.10}])
+    table = robustness.paired_differences(per_seed, {"label test": ("filtered", "gat")}, ["ood"])
+    line = table.loc["label test"]
+    assert line.seeds == 3 and line.ood_per_seed == pytest.approx([0.04, 0.01, 0.03])
+    mean, half = robustness.mean_ci([0.04, 0.01, 0.03])
+    assert (line.ood_mean, line.ood_ci) == pytest.approx((mean, half))
+    assert line.ood == f"{100 * mean:+.1f} ± {100 * half:.1f}"
+    with pytest.raises(ValueError, match="no row"):
+        robustness.paired_differences(per_seed, {"x": ("missing", "gat")}, ["ood"])
+    lone = pd.DataFrame([{"row": "a", "seed": 0, "ood": 0.5}, {"row": "b", "seed": 1, "ood": 0.5}])
+    with pytest.raises(ValueError, match="share no seed"):
+        robustness.paired_differences(lone, {"x": ("a", "b")}, ["ood"])
 
 
 def test_table1_and_table3_shapes(G):
