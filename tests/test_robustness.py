@@ -286,3 +286,75 @@ def test_zoo_model_with_another_recipe_is_refused(monkeypatch, tmp_path):
     monkeypatch.setattr(zoo, "read_manifest", lambda: {"gat-s0": {"recipe": finetune.zoo_recipe("gat", 0, eps=0.1)}})
     with pytest.raises(ValueError, match=r"eps: zoo 0.1 vs asked 0.2"):
         finetune.row_models(["gat"], [0], eps=0.2)
+
+
+def test_the_label_test_quoted_in_deviations_comes_from_the_cited_chapter_06_run():
+    """book/deviations.md quotes chapter 06's label test (filtered rows against their twins); the
+    numbers and the reading the text gives must be that run's."""
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    run = "default-f539c44a41"
+    numbers = json.loads((root / "runs/06_out_of_domain" / run / "results.json").read_text())["numbers"]
+    text = " ".join((root / "book/deviations.md").read_text().split())
+    assert f"run `{run}`" in text
+
+    def points(key):
+        return numbers[f"label_test.{key}.out_of_domain"], numbers[f"label_test.{key}.out_of_domain.ci95"]
+
+    for filtered, twin in (("gat_oracle_filter", "gat"), ("gat_all_layers_oracle_filter", "gat_all_layers")):
+        regained, half = points(f"{filtered}_minus_{twin}")
+        lost = -numbers[f"label_test.{twin}_minus_original.out_of_domain"]
+        assert f"{100 * regained:.1f} ± {100 * half:.1f}" in text
+        assert f"{100 * lost:.1f}-point loss" in text
+        assert regained - half > 0, "the text says both intervals exclude zero"
+        below, below_half = points(f"{filtered}_minus_original")
+        assert below < 0 and below + below_half > 0, "the text says the filtered rows' gap to Original includes zero"
+        assert f"{-100 * below:.1f}" in text and f"±{100 * below_half:.1f}" in text
+        for row in (filtered, twin):
+            assert f"{100 * numbers[f'table3.{row}.out_of_domain']:.1f} %" in text
+    share = numbers["label_test.gat_all_layers_oracle_filter_minus_gat_all_layers.out_of_domain"] / \
+        -numbers["label_test.gat_all_layers_minus_original.out_of_domain"]
+    assert f"{100 * share:.0f} % of a" in text
+    by_row = numbers["ood_errors.gat_top_error"]["by_row"]
+    assert numbers["ood_errors.gat_top_error"]["error"] == "9 → 3"
+    assert (f"{by_row['gat']} of GAT's optdigits errors, {by_row['gat-oracle-filter']} of gat-oracle-filter's, "
+            f"{by_row['gat-all-layers']} of gat-all-layers' and {by_row['gat-all-layers-oracle-filter']} of "
+            f"gat-all-layers-oracle-filter's, against {by_row['original']} of the Original's") in text
+
+
+def test_the_filtered_rows_quoted_in_deviations_come_from_the_cited_chapter_04_run():
+    """book/deviations.md quotes chapter 04's filtered rows and their per-seed differences from their
+    twins, and the pool sizes of seed 0's refresh log; all must be that run's."""
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    run = "default-b823609e5e"
+    numbers = json.loads((root / "runs/04_adversarial_training" / run / "results.json").read_text())["numbers"]
+    text = " ".join((root / "book/deviations.md").read_text().split())
+    assert f"run `{run}`" in text
+    table = lambda row, column: numbers[f"table1.{row}.{column}"]   # noqa: E731
+    gat_change = numbers["label_test.gat_oracle_filter.adversarial"], numbers["label_test.gat_oracle_filter.adversarial.ci95"]
+    assert f"{100 * gat_change[0]:.1f} ± {100 * gat_change[1]:.1f} points)".replace("-", "−") in text
+    assert abs(gat_change[0]) < gat_change[1], "the text says the filter leaves GAT's white-box accuracy where it was"
+    cost = numbers["label_test.gat_all_layers_oracle_filter.adversarial"], \
+        numbers["label_test.gat_all_layers_oracle_filter.adversarial.ci95"]
+    assert f"{-100 * cost[0]:.1f} ± {100 * cost[1]:.1f} points of it" in text and cost[0] + cost[1] < 0
+    for filtered, twin in (("gat_oracle_filter", "gat"), ("gat_all_layers_oracle_filter", "gat_all_layers")):
+        assert f"({100 * table(filtered, 'adversarial'):.1f} % against {100 * table(twin, 'adversarial'):.1f} %" in text
+        gain = numbers[f"label_test.{filtered}.adversarial_preserved"]
+        half = numbers[f"label_test.{filtered}.adversarial_preserved.ci95"]
+        assert f"{100 * gain:.1f} ± {100 * half:.1f}" in text and gain - half > 0
+        assert f"{100 * table(filtered, 'adversarial_preserved'):.1f} %" in text
+        assert f"{100 * table(filtered, 'clean'):.2f} %" in text
+    preserved = {key.split(".")[1]: value for key, value in numbers.items()
+                 if key.startswith("table1.") and key.endswith(".adversarial_preserved")}
+    assert max(preserved, key=preserved.get) == "gat_all_layers_oracle_filter", "the text says: the highest of any row"
+    assert (f"only {100 * table('gat_oracle_filter', 'preservation'):.0f} % and "
+            f"{100 * table('gat_all_layers_oracle_filter', 'preservation'):.0f} % leave a digit") in text
+    kept = numbers["pool.kept"]
+    assert (f"GAT's pool held {kept['gat/s0']['min']}–{kept['gat/s0']['max']} adversarial digits and "
+            f"gat-oracle-filter's {kept['gat-oracle-filter/s0']['min']}–{kept['gat-oracle-filter/s0']['max']}") in text
+    assert f"{100 * table('original', 'clean'):.2f} %" in text and f"{100 * table('gat', 'adversarial'):.1f} %" in text
