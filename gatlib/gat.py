@@ -17,7 +17,9 @@ attacked latents, fooled share, seconds spent (the pool itself: ``gatlib.pool``)
 need: a kept sample must also be seen as its class c by the oracles' majority. The paper's
 per-category LSUN generators cannot leave their category; a class-conditional generator can (an
 attack may turn a 7 into a 9, chapter 02), and then the ≤ ``max_iters`` filter alone keeps
-examples whose label is wrong. Chapter 04's ablation ``gat-oracle-filter`` measures the difference.
+examples whose label is wrong. Two rows trained on every seed measure the difference:
+``gat-oracle-filter`` and ``gat-all-layers-oracle-filter`` (chapter 04: robustness; chapter 06: out of
+domain, each against its unfiltered twin).
 
 ``GATMode(..., attack=False)`` is the control of chapter 04: the same number of *unperturbed*
 generated images, so that a gain can be credited to the adversarial part and not to extra data.
