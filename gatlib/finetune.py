@@ -104,7 +104,7 @@ ABLATIONS = {
     # 100 steps on its learning curve), so the same recipe three times as long (a factor, so that a
     # chapter's own `steps`, e.g. the smoke profile's 4, scales it too)
     "gat-all-layers-long": {"mode": "gat", "group_size": 0, "steps_factor": 3},
-    # the label test of chapter 06: gat-all-layers trains on the strongest attack and loses the most
+    # the label test (chapters 04 and 06): gat-all-layers trains on the strongest attack and loses the most
     # out-of-domain accuracy; with the oracle filter it keeps only the examples whose digit did not change
     "gat-all-layers-oracle-filter": {"mode": "gat", "group_size": 0,
                                      "oracle_filter": ["oracle-mlp", "oracle-widecnn", "oracle-shufflenet"]},

@@ -52,6 +52,10 @@ mean over seeds ± the half-width of a 95 % Student-t confidence interval
 (``t_{0.975, n−1} · s / √n``, s the sample standard deviation; ``mean_ci``). With three seeds the
 interval is wide (t = 4.30): it describes seed-to-seed variation of training, not the sampling
 error of the 1,000 test latents.
+
+**Twins** — two rows fine-tuned from the same Original of each seed (e.g. GAT with and without the
+oracle filter) are compared by their per-seed difference, mean ± the same t-interval over the
+seeds they share: the Originals' own spread cancels. ``paired_differences``.
 """
 from __future__ import annotations
 
@@ -231,7 +235,6 @@ def summarize(per_seed: pd.DataFrame, columns: Sequence[str], row: str = "row",
     return table
 
 
-
 def paired_differences(per_seed: pd.DataFrame, pairs: dict, columns: Sequence[str], row: str = "row",
                        confidence: float = 0.95) -> pd.DataFrame:
     """Per ``{name: (treated, reference)}`` pair of rows, the per-seed difference treated − reference
@@ -246,14 +249,15 @@ def paired_differences(per_seed: pd.DataFrame, pairs: dict, columns: Sequence[st
         missing = [r for r in (treated, reference) if r not in set(per_seed[row])]
         if missing:
             raise ValueError(f"paired_differences: no row {missing} in the table (pair {name!r})")
-        a = per_seed[per_seed[row] == treated].set_index("seed")
-        b = per_seed[per_seed[row] == reference].set_index("seed")
-        shared = sorted(set(a.index) & set(b.index))
+        treated_by_seed = per_seed[per_seed[row] == treated].set_index("seed")
+        reference_by_seed = per_seed[per_seed[row] == reference].set_index("seed")
+        shared = sorted(set(treated_by_seed.index) & set(reference_by_seed.index))
         if not shared:
             raise ValueError(f"paired_differences: rows {treated!r} and {reference!r} share no seed")
         cells = {"treated": treated, "reference": reference, "seeds": len(shared)}
         for column in columns:
-            differences = [float(a.loc[seed, column]) - float(b.loc[seed, column]) for seed in shared]
+            differences = [float(treated_by_seed.loc[seed, column]) - float(reference_by_seed.loc[seed, column])
+                           for seed in shared]
             mean, half = mean_ci(differences, confidence)
             cells[column] = "—" if math.isnan(mean) else (
                 f"{100 * mean:+.1f}" + ("" if math.isnan(half) else f" ± {100 * half:.1f}"))
