@@ -87,6 +87,8 @@ MODE_KEYS = {"standard": _COMMON, "generated": _COMMON + _POOL, "gat": _COMMON +
              **{mode: _DEFENSE for mode in ("at_pgd", "at_spatial", "at_recolor", "pat", "advprop")}}
 
 ROWS = {"control-real": {"mode": "standard"}, "control-generated": {"mode": "generated"}, "gat": {"mode": "gat"}}
+#: the zoo's label oracles (gatlib.oracles) whose majority must still see c in a kept example (the oracle filter)
+LABEL_ORACLES = ("oracle-mlp", "oracle-widecnn", "oracle-shufflenet")
 ABLATIONS = {
     "gat-style": {"mode": "gat", "moves": ["style"]},
     "gat-noise": {"mode": "gat", "moves": ["noise"]},
@@ -99,15 +101,14 @@ ABLATIONS = {
     "gat-refresh-10": {"mode": "gat", "refresh_every": 10,
                        "pool_size": round(DEFAULTS["pool_size"] * 10 / DEFAULTS["refresh_every"])},   # 205
     "gat-refresh-200": {"mode": "gat", "refresh_every": 200},
-    "gat-oracle-filter": {"mode": "gat", "oracle_filter": ["oracle-mlp", "oracle-widecnn", "oracle-shufflenet"]},
+    "gat-oracle-filter": {"mode": "gat", "oracle_filter": list(LABEL_ORACLES)},
     # length: gat-all-layers' white-box accuracy was still climbing at step 400 (about 7 points per
     # 100 steps on its learning curve), so the same recipe three times as long (a factor, so that a
     # chapter's own `steps`, e.g. the smoke profile's 4, scales it too)
     "gat-all-layers-long": {"mode": "gat", "group_size": 0, "steps_factor": 3},
     # the label test (chapters 04 and 06): gat-all-layers trains on the strongest attack and loses the most
     # out-of-domain accuracy; with the oracle filter it keeps only the examples whose digit did not change
-    "gat-all-layers-oracle-filter": {"mode": "gat", "group_size": 0,
-                                     "oracle_filter": ["oracle-mlp", "oracle-widecnn", "oracle-shufflenet"]},
+    "gat-all-layers-oracle-filter": {"mode": "gat", "group_size": 0, "oracle_filter": list(LABEL_ORACLES)},
 }
 #: ablations also trained on every Original seed: Table 1 shows them as rows of their own
 #: (all layers at once is the white-box column's own attack, so it tests the training attack as a cause;
