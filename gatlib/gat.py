@@ -21,6 +21,11 @@ examples whose label is wrong. Two rows trained on every seed measure the differ
 ``gat-oracle-filter`` and ``gat-all-layers-oracle-filter`` (chapter 04: robustness; chapter 06: out of
 domain, each against its unfiltered twin).
 
+``random_keep`` (default 1) is that filter's control: each fooled sample joins the pool with this
+probability, blind to the digit. ``gat-random-filter`` keeps the share the oracle filter kept
+(``finetune.ORACLE_KEEP_SHARE``), so its pool is as small as gat-oracle-filter's while its labels are
+as GAT's: the oracle filter's gain over it is what correct labels add at an equal pool size.
+
 ``GATMode(..., attack=False)`` is the control of chapter 04: the same number of *unperturbed*
 generated images, so that a gain can be credited to the adversarial part and not to extra data.
 """
@@ -44,9 +49,11 @@ class GATMode(PoolMode):
     def __init__(self, G, *, eps: float, delta: float, max_iters: int = 10, pool_size: int = 1024,
                  refresh_every: int = 50, chunk: int = 128, group_size: int = 2, moves=MOVES,
                  keep_only_fooled: bool = True, attack: bool = True, max_attempts: int = 4, seed: int = 0,
-                 label_oracles: dict | None = None):
+                 label_oracles: dict | None = None, random_keep: float = 1.0):
         super().__init__(G, pool_size=pool_size, refresh_every=refresh_every, chunk=chunk,
                          max_attempts=max_attempts, seed=seed)
+        if not 0 < random_keep <= 1:
+            raise ValueError(f"random_keep is the share of fooled samples kept, in (0, 1]; got {random_keep}")
         unknown = set(moves) - set(MOVES)
         if unknown:
             raise ValueError(f"unknown moves {sorted(unknown)}; choose among {MOVES}")
@@ -55,6 +62,7 @@ class GATMode(PoolMode):
         self.moves = list(moves)
         self.keep_only_fooled, self.attack = keep_only_fooled, attack
         self.label_oracles = dict(label_oracles or {})
+        self.random_keep = random_keep
         self.rng = random.Random(seed)
 
     def make(self, model, labels, latent_seed):
@@ -72,6 +80,9 @@ class GATMode(PoolMode):
         keep = result.success if self.keep_only_fooled else result.valid
         if self.label_oracles and keep.any():
             keep = keep & self._oracles_see_class(result.images, result.labels)
+        if self.random_keep < 1:   # its own generator per chunk: the moves/layers draws stay as GAT's
+            draws = torch.rand(len(keep), generator=torch.Generator().manual_seed(latent_seed * 7 + 3))
+            keep = keep & (draws < self.random_keep).to(keep.device)
         return result.images, result.labels, keep, int(result.success.sum())
 
     def _oracles_see_class(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -96,3 +96,48 @@ def test_oracle_filter_is_an_ablation_with_its_own_recipe():
     assert "oracle_filter" not in finetune.zoo_recipe("gat", 0)         # the paper's GAT: recipe unchanged
     assert finetune.zoo_recipe("gat-oracle-filter", 0)["oracle_filter"] == ["oracle-mlp", "oracle-widecnn",
                                                                              "oracle-shufflenet"]
+
+
+def test_random_filter_keeps_a_share_of_the_fooled_samples_blind_to_the_digit(G):
+    model = classifier()
+    unfiltered = GATMode(G, eps=0.2, delta=1.0, pool_size=256, chunk=32, seed=1, max_attempts=1)
+    unfiltered.refresh(model, 0)
+    thinned = [GATMode(G, eps=0.2, delta=1.0, pool_size=256, chunk=32, seed=1, max_attempts=1, random_keep=0.36)
+               for _ in range(2)]
+    for mode in thinned:
+        mode.refresh(model, 0)
+    # the same latents and the same attacks (its draws use their own generator), fewer of them kept
+    fooled, kept = unfiltered.log[0]["kept"], thinned[0].log[0]["kept"]
+    assert fooled > 30 and 0 < kept < fooled
+    assert abs(kept / fooled - 0.36) < 0.2
+    assert unfiltered.log[0]["fooled_rate"] == thinned[0].log[0]["fooled_rate"]
+    # every kept sample is one of the unfiltered pool's, with the same label (nothing about labels changes)
+    matches = (thinned[0].pool_images.flatten(1)[:, None] == unfiltered.pool_images.flatten(1)[None]).all(-1)
+    assert matches.any(1).all()
+    assert torch.equal(unfiltered.pool_labels[matches.float().argmax(1)], thinned[0].pool_labels)
+    assert torch.equal(thinned[0].pool_images, thinned[1].pool_images), "seeded: the same run keeps the same samples"
+
+
+@pytest.mark.parametrize("share", [0.0, -0.1, 1.5])
+def test_random_filter_share_must_be_a_probability(G, share):
+    with pytest.raises(ValueError, match="random_keep"):
+        GATMode(G, eps=0.2, delta=1.0, random_keep=share)
+
+
+def test_random_filter_is_an_ablation_matched_to_the_oracle_filter():
+    import torch as _torch
+
+    from gatlib import finetune, zoo
+
+    assert "random_keep" not in finetune.zoo_recipe("gat", 0)           # the paper's GAT: recipe unchanged
+    recipe = finetune.zoo_recipe("gat-random-filter", 0)
+    assert recipe["random_keep"] == finetune.ORACLE_KEEP_SHARE and "oracle_filter" not in recipe
+    # the share is the one the oracle filter kept while training its zoo models (every seed)
+    shares = []
+    for seed in range(3):
+        name = f"gat-oracle-filter-s{seed}"
+        if not zoo.is_trained(name):
+            pytest.skip(f"{name} is not built here")
+        log = _torch.load(zoo.verified_path(name), map_location="cpu", weights_only=True)["mode_log"]
+        shares.append(sum(e["kept"] for e in log) / sum(e["fooled_rate"] * e["attacked"] for e in log))
+    assert abs(sum(shares) / len(shares) - finetune.ORACLE_KEEP_SHARE) < 0.01
