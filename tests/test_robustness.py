@@ -295,7 +295,7 @@ def test_the_label_test_quoted_in_deviations_comes_from_the_cited_chapter_06_run
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    run = "default-f539c44a41"
+    run = "default-c1329a798a"
     numbers = json.loads((root / "runs/06_out_of_domain" / run / "results.json").read_text())["numbers"]
     text = " ".join((root / "book/deviations.md").read_text().split())
     assert f"run `{run}`" in text
@@ -314,12 +314,26 @@ def test_the_label_test_quoted_in_deviations_comes_from_the_cited_chapter_06_run
         assert f"{-100 * below:.1f}" in text and f"±{100 * below_half:.1f}" in text
         for row in (filtered, twin):
             assert f"{100 * numbers[f'table3.{row}.out_of_domain']:.1f} %" in text
+    # the random-filter control: the smaller pool alone, and the labels alone at an equal pool
+    pool_alone, labels_alone = points("gat_random_filter_minus_gat"), points("gat_oracle_filter_minus_gat_random_filter")
+    assert f"**{100 * pool_alone[0]:.1f} ± {100 * pool_alone[1]:.1f} points** ({100 * numbers['table3.gat_random_filter.out_of_domain']:.1f} %)" in text
+    assert f"**{100 * labels_alone[0]:.1f} ± {100 * labels_alone[1]:.1f} points**" in text
+    assert all(abs(mean) < half for mean, half in (pool_alone, labels_alone)), "the text says: neither interval excludes zero"
+    assert pool_alone[0] > labels_alone[0], "the text says: the point estimates put most of the gain on the pool"
+    assert f"most of the filter's {100 * numbers['label_test.gat_oracle_filter_minus_gat.out_of_domain']:.1f} points " \
+           f"({100 * pool_alone[0]:.1f} of" in text
+    random_below = points("gat_random_filter_minus_original")
+    assert f"{-100 * random_below[0]:.1f} points (intervals" in text and f"±{100 * random_below[1]:.1f};" in text
+    assert random_below[0] + random_below[1] < 0, "the text says: only the random filter's gap excludes zero"
+    for row in ("gat", "gat_oracle_filter", "gat_random_filter"):
+        assert f"{100 * numbers[f'table3.{row}.in_domain']:.2f} %" in text
     share = numbers["label_test.gat_all_layers_oracle_filter_minus_gat_all_layers.out_of_domain"] / \
         -numbers["label_test.gat_all_layers_minus_original.out_of_domain"]
     assert f"{100 * share:.0f} % of a" in text
     by_row = numbers["ood_errors.gat_top_error"]["by_row"]
     assert numbers["ood_errors.gat_top_error"]["error"] == "9 → 3"
     assert (f"{by_row['gat']} of GAT's optdigits errors, {by_row['gat-oracle-filter']} of gat-oracle-filter's, "
+            f"{by_row['gat-random-filter']} of gat-random-filter's, "
             f"{by_row['gat-all-layers']} of gat-all-layers' and {by_row['gat-all-layers-oracle-filter']} of "
             f"gat-all-layers-oracle-filter's, against {by_row['original']} of the Original's") in text
 
@@ -331,7 +345,7 @@ def test_the_filtered_rows_quoted_in_deviations_come_from_the_cited_chapter_04_r
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    run = "default-b823609e5e"
+    run = "default-a48dd219c8"
     numbers = json.loads((root / "runs/04_adversarial_training" / run / "results.json").read_text())["numbers"]
     text = " ".join((root / "book/deviations.md").read_text().split())
     assert f"run `{run}`" in text
@@ -354,7 +368,16 @@ def test_the_filtered_rows_quoted_in_deviations_come_from_the_cited_chapter_04_r
     assert max(preserved, key=preserved.get) == "gat_all_layers_oracle_filter", "the text says: the highest of any row"
     assert (f"only {100 * table('gat_oracle_filter', 'preservation'):.0f} % and "
             f"{100 * table('gat_all_layers_oracle_filter', 'preservation'):.0f} % leave a digit") in text
+    random_change = [numbers[f"label_test.gat_random_filter.adversarial_preserved{suffix}"] for suffix in ("", ".ci95")]
+    assert f"({100 * random_change[0]:.1f} ± {100 * random_change[1]:.1f} points against GAT)".replace("-", "−") in text
+    assert abs(random_change[0]) < random_change[1], "the text says: the random filter gains nothing"
+    assert (f"{100 * table('gat_random_filter', 'adversarial'):.1f} % white-box and "
+            f"{100 * table('gat_random_filter', 'adversarial_preserved'):.1f} % label-preserving") in text
+    labels = [numbers[f"label_test.oracle_vs_random_filter.adversarial_preserved{suffix}"] for suffix in ("", ".ci95")]
+    assert f"**{100 * labels[0]:.1f} ± {100 * labels[1]:.1f}**" in text and labels[0] - labels[1] > 0
     kept = numbers["pool.kept"]
+    assert (f"seed 0: {kept['gat-random-filter/s0']['min']}–{kept['gat-random-filter/s0']['max']} adversarial digits "
+            f"against gat-oracle-filter's {kept['gat-oracle-filter/s0']['min']}–{kept['gat-oracle-filter/s0']['max']}") in text
     assert (f"GAT's pool held {kept['gat/s0']['min']}–{kept['gat/s0']['max']} adversarial digits and "
             f"gat-oracle-filter's {kept['gat-oracle-filter/s0']['min']}–{kept['gat-oracle-filter/s0']['max']}") in text
     assert f"{100 * table('original', 'clean'):.2f} %" in text and f"{100 * table('gat', 'adversarial'):.1f} %" in text
