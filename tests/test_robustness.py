@@ -245,6 +245,12 @@ def test_table1_variant_ablations_are_registered_on_every_seed_with_their_own_se
         for seed in range(3):
             entry = zoo.entry(f"{row}-s{seed}")
             assert entry.recipe == finetune.zoo_recipe(row, seed) and entry.recipe["base"] == f"mnist-classifier-s{seed}"
+    # every label-test comparison is between rows trained on every seed, differing only in their filter
+    for treated, reference in finetune.LABEL_TEST_PAIRS.values():
+        assert {treated, reference} <= set(finetune.MULTI_SEED_ABLATIONS) | set(finetune.TRAINED_ROWS)
+        a, b = finetune.zoo_recipe(treated, 0), finetune.zoo_recipe(reference, 0)
+        differ = {key for key in set(a) | set(b) if a.get(key) != b.get(key)} - {"row"}
+        assert differ and differ <= {"oracle_filter", "random_keep"}, (treated, reference, differ)
     single = [name for name in finetune.ABLATIONS if name not in finetune.MULTI_SEED_ABLATIONS]
     assert single and all(f"{name}-s1" not in zoo.ENTRIES for name in single)
     # the long ablation is three times the chapter's own `steps` (the smoke profile's 4 included)
@@ -327,6 +333,9 @@ def test_the_label_test_quoted_in_deviations_comes_from_the_cited_chapter_06_run
     assert random_below[0] + random_below[1] < 0, "the text says: only the random filter's gap excludes zero"
     for row in ("gat", "gat_oracle_filter", "gat_random_filter"):
         assert f"{100 * numbers[f'table3.{row}.in_domain']:.2f} %" in text
+    clean = [numbers[f"label_test.gat_oracle_filter_minus_gat_random_filter.in_domain{suffix}"] for suffix in ("", ".ci95")]
+    assert f"filter's {100 * clean[0]:.1f} ± {100 * clean[1]:.1f} points over the random one" in text
+    assert abs(clean[0]) < clean[1], "the text says: within noise"
     share = numbers["label_test.gat_all_layers_oracle_filter_minus_gat_all_layers.out_of_domain"] / \
         -numbers["label_test.gat_all_layers_minus_original.out_of_domain"]
     assert f"{100 * share:.0f} % of a" in text
