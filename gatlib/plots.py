@@ -73,3 +73,20 @@ def labelled_grid(rows: dict, labels: dict | None = None, cell: float = 1.1, tit
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def row_colors(rows=()) -> dict:
+    """One colour per model row, the same in every figure and chapter: Table 1's rows first
+    (Original, the controls, GAT, the variants trained on every seed), then the other ablations and
+    Table 2's defenses (``gatlib.finetune``); ``rows`` not among them (a user's own) get the colours
+    left over, in the order given. Pass it as seaborn's ``palette``."""
+    from . import finetune
+
+    known = [finetune.ORIGINAL, *finetune.TRAINED_ROWS, *finetune.MULTI_SEED_ABLATIONS,
+             *(name for name in finetune.ABLATIONS if name not in finetune.MULTI_SEED_ABLATIONS),
+             *finetune.DEFENSE_ROWS]
+    order = known + [row for row in dict.fromkeys(rows) if row not in known]
+    colors = sns.color_palette("tab10") + sns.color_palette("Dark2") + sns.color_palette("Set1")
+    if len(order) > len(colors):
+        colors = colors + sns.color_palette("husl", len(order) - len(colors))
+    return dict(zip(order, colors))
