@@ -125,8 +125,6 @@ def test_random_filter_share_must_be_a_probability(G, share):
 
 
 def test_random_filter_is_an_ablation_matched_to_the_oracle_filter():
-    import torch as _torch
-
     from gatlib import finetune, zoo
 
     assert "random_keep" not in finetune.zoo_recipe("gat", 0)           # the paper's GAT: recipe unchanged
@@ -138,6 +136,6 @@ def test_random_filter_is_an_ablation_matched_to_the_oracle_filter():
         name = f"gat-oracle-filter-s{seed}"
         if not zoo.is_trained(name):
             pytest.skip(f"{name} is not built here")
-        log = _torch.load(zoo.verified_path(name), map_location="cpu", weights_only=True)["mode_log"]
+        log = torch.load(zoo.verified_path(name), map_location="cpu", weights_only=True)["mode_log"]
         shares.append(sum(e["kept"] for e in log) / sum(e["fooled_rate"] * e["attacked"] for e in log))
     assert abs(sum(shares) / len(shares) - finetune.ORACLE_KEEP_SHARE) < 0.01
