@@ -83,6 +83,8 @@ _COMMON = ("generator", "eps", "delta", "max_iters", "steps", "batch_size", "lr"
            "curve_samples", "curve_images")
 _POOL = ("pool_size", "refresh_every", "chunk")
 _ATTACK = ("group_size", "moves", "keep_only_fooled", "oracle_filter", "random_keep")
+#: attack settings added after the first zoo models were trained
+_ADDED_LATER = ("oracle_filter", "random_keep")
 _DEFENSE = ("steps", "batch_size", "lr", "weight_decay", "eval_every", "curve_images")
 MODE_KEYS = {"standard": _COMMON, "generated": _COMMON + _POOL, "gat": _COMMON + _POOL + _ATTACK,
              **{mode: _DEFENSE for mode in ("at_pgd", "at_spatial", "at_recolor", "pat", "advprop")}}
@@ -90,9 +92,10 @@ MODE_KEYS = {"standard": _COMMON, "generated": _COMMON + _POOL, "gat": _COMMON +
 ROWS = {"control-real": {"mode": "standard"}, "control-generated": {"mode": "generated"}, "gat": {"mode": "gat"}}
 #: the zoo's label oracles (gatlib.oracles) whose majority must still see c in a kept example (the oracle filter)
 LABEL_ORACLES = ("oracle-mlp", "oracle-widecnn", "oracle-shufflenet")
-#: the share of GAT's fooled samples that the oracle filter kept while training gat-oracle-filter (its
-#: zoo models' pool logs: 33.2, 38.0 and 36.2 % on seeds 0-2); the random filter keeps this share at random
-ORACLE_KEEP_SHARE = 0.36
+#: the share of the fooled samples that each oracle-filtered row kept while training (its zoo models' pool
+#: logs, seeds 0-2: gat-oracle-filter 33.2, 38.0, 36.2 %; gat-all-layers-oracle-filter 24.7, 26.7, 27.4 %);
+#: each random-filter twin keeps its oracle twin's share at random
+ORACLE_KEEP_SHARES = {"gat-oracle-filter": 0.36, "gat-all-layers-oracle-filter": 0.26}
 ABLATIONS = {
     "gat-style": {"mode": "gat", "moves": ["style"]},
     "gat-noise": {"mode": "gat", "moves": ["noise"]},
@@ -116,13 +119,17 @@ ABLATIONS = {
     # the control of the label test: the oracle filter also shrinks the pool (fewer distinct adversarial
     # digits, each drawn more often); this row shrinks it as much with labels left as they are, keeping
     # each fooled sample with the oracle filter's measured keep share, blind to what the digit looks like
-    "gat-random-filter": {"mode": "gat", "random_keep": ORACLE_KEEP_SHARE},
+    "gat-random-filter": {"mode": "gat", "random_keep": ORACLE_KEEP_SHARES["gat-oracle-filter"]},
+    # the same control for the all-layer recipe, whose oracle filter costs white-box accuracy: the labels
+    # or the smaller pool?
+    "gat-all-layers-random-filter": {"mode": "gat", "group_size": 0,
+                                     "random_keep": ORACLE_KEEP_SHARES["gat-all-layers-oracle-filter"]},
 }
 #: ablations also trained on every Original seed: Table 1 shows them as rows of their own
 #: (all layers at once is the white-box column's own attack, so it tests the training attack as a cause;
 #: the oracle filter tests the labels as a cause, in Table 1 and in Table 3)
 MULTI_SEED_ABLATIONS = ("gat-all-layers", "gat-all-layers-long", "gat-oracle-filter", "gat-all-layers-oracle-filter",
-                        "gat-random-filter")
+                        "gat-random-filter", "gat-all-layers-random-filter")
 #: the label test's comparisons (chapters 04 and 06): a filtered row minus the row it differs from in one
 #: thing, per seed; the oracle filter against its unfiltered twin, the random filter against GAT (what a
 #: smaller pool alone does), and the oracle filter against the random one (what correct labels do at a
@@ -130,7 +137,10 @@ MULTI_SEED_ABLATIONS = ("gat-all-layers", "gat-all-layers-long", "gat-oracle-fil
 LABEL_TEST_PAIRS = {"gat-oracle-filter": ("gat-oracle-filter", "gat"),
                     "gat-all-layers-oracle-filter": ("gat-all-layers-oracle-filter", "gat-all-layers"),
                     "gat-random-filter": ("gat-random-filter", "gat"),
-                    "oracle-vs-random-filter": ("gat-oracle-filter", "gat-random-filter")}
+                    "oracle-vs-random-filter": ("gat-oracle-filter", "gat-random-filter"),
+                    "gat-all-layers-random-filter": ("gat-all-layers-random-filter", "gat-all-layers"),
+                    "all-layers-oracle-vs-random-filter": ("gat-all-layers-oracle-filter",
+                                                           "gat-all-layers-random-filter")}
 DEFENSE_ROWS = {"at-pgd": {"mode": "at_pgd"}, "advprop": {"mode": "advprop"}, "at-spatial": {"mode": "at_spatial"},
                 "at-recolor": {"mode": "at_recolor"}, "pat": {"mode": "pat"}}
 ALL_ROWS = {**ROWS, **ABLATIONS, **DEFENSE_ROWS}
@@ -171,13 +181,11 @@ def zoo_recipe(row: str, seed: int, **overrides) -> dict:
     recipe.update({key: settings[key] for key in MODE_KEYS[mode]})
     if mode in DEFENSE_MODES:
         recipe.update(defense_attack_settings(mode))
-    if not recipe.get("oracle_filter", True):   # the paper's GAT: no key, so its recipe reads as before
-        del recipe["oracle_filter"]
-    if recipe.get("random_keep") == 1.0:
-        del recipe["random_keep"]
-    if "moves" in recipe:
-        recipe["moves"] = list(recipe["moves"])
-    return json.loads(json.dumps(recipe))   # exactly what the manifest will hold
+    recipe = json.loads(json.dumps(recipe))   # exactly what the manifest will hold (tuples become lists)
+    for key in _ADDED_LATER:   # at the paper's default the key is left out, so earlier recipes read as before
+        if key in recipe and recipe[key] == json.loads(json.dumps(DEFAULTS[key])):
+            del recipe[key]
+    return recipe
 
 
 def recipe_settings(parameters: dict) -> dict:

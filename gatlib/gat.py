@@ -23,7 +23,7 @@ domain, each against its unfiltered twin).
 
 ``random_keep`` (default 1) is that filter's control: each fooled sample joins the pool with this
 probability, blind to the digit. ``gat-random-filter`` keeps the share the oracle filter kept
-(``finetune.ORACLE_KEEP_SHARE``), so its pool is as small as gat-oracle-filter's while its labels are
+(``finetune.ORACLE_KEEP_SHARES``), so its pool is as small as gat-oracle-filter's while its labels are
 as GAT's: the oracle filter's gain over it is what correct labels add at an equal pool size.
 
 ``GATMode(..., attack=False)`` is the control of chapter 04: the same number of *unperturbed*

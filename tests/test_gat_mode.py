@@ -124,18 +124,35 @@ def test_random_filter_share_must_be_a_probability(G, share):
         GATMode(G, eps=0.2, delta=1.0, random_keep=share)
 
 
-def test_random_filter_is_an_ablation_matched_to_the_oracle_filter():
+@pytest.mark.parametrize("random_row, oracle_row", [("gat-random-filter", "gat-oracle-filter"),
+                                                     ("gat-all-layers-random-filter", "gat-all-layers-oracle-filter")])
+def test_random_filter_is_an_ablation_matched_to_the_oracle_filter(random_row, oracle_row):
     from gatlib import finetune, zoo
 
     assert "random_keep" not in finetune.zoo_recipe("gat", 0)           # the paper's GAT: recipe unchanged
-    recipe = finetune.zoo_recipe("gat-random-filter", 0)
-    assert recipe["random_keep"] == finetune.ORACLE_KEEP_SHARE and "oracle_filter" not in recipe
+    recipe = finetune.zoo_recipe(random_row, 0)
+    assert recipe["random_keep"] == finetune.ORACLE_KEEP_SHARES[oracle_row] and "oracle_filter" not in recipe
+    # apart from the filter, the random twin's recipe is its oracle twin's
+    twin = finetune.zoo_recipe(oracle_row, 0)
+    assert {k: v for k, v in recipe.items() if k not in ("row", "random_keep")} == \
+        {k: v for k, v in twin.items() if k not in ("row", "oracle_filter")}
     # the share is the one the oracle filter kept while training its zoo models (every seed)
     shares = []
     for seed in range(3):
-        name = f"gat-oracle-filter-s{seed}"
+        name = f"{oracle_row}-s{seed}"
         if not zoo.is_trained(name):
             pytest.skip(f"{name} is not built here")
         log = torch.load(zoo.verified_path(name), map_location="cpu", weights_only=True)["mode_log"]
         shares.append(sum(e["kept"] for e in log) / sum(e["fooled_rate"] * e["attacked"] for e in log))
-    assert abs(sum(shares) / len(shares) - finetune.ORACLE_KEEP_SHARE) < 0.01
+    assert abs(sum(shares) / len(shares) - finetune.ORACLE_KEEP_SHARES[oracle_row]) < 0.01
+
+
+@pytest.mark.parametrize("override", [{"oracle_filter": ()}, {"oracle_filter": []}, {"random_keep": 1.0},
+                                      {"random_keep": 1}])
+def test_settings_added_later_leave_the_recipe_as_before_at_their_default(override):
+    from gatlib import finetune
+
+    # the zoo's earlier models were trained before these keys existed: at the paper's default they are left out
+    assert finetune.zoo_recipe("gat", 0, **override) == finetune.zoo_recipe("gat", 0)
+    assert "oracle_filter" in finetune.zoo_recipe("gat", 0, oracle_filter=["oracle-mlp"])
+    assert finetune.zoo_recipe("gat", 0, random_keep=0.5)["random_keep"] == 0.5

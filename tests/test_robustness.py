@@ -260,6 +260,18 @@ def test_table1_variant_ablations_are_registered_on_every_seed_with_their_own_se
     assert finetune.zoo_recipe("gat-all-layers", 0, steps=400)["steps"] == 400
 
 
+@pytest.mark.parametrize("chapter", ["04_adversarial_training", "06_out_of_domain"])
+def test_the_chapters_show_every_multi_seed_ablation_as_a_row(chapter):
+    from pathlib import Path
+
+    from gatlib import runbook
+
+    # the parameter is a literal (papermill overrides it); it must not drift from the zoo's list
+    path = Path(__file__).resolve().parents[1] / "notebooks" / f"{chapter}.md"
+    defaults, _ = runbook.notebook_parameters(runbook.read_notebook(path), path)
+    assert tuple(defaults["variant_rows"]) == finetune.MULTI_SEED_ABLATIONS
+
+
 def test_missing_zoo_model_names_the_command():
     with pytest.raises(LookupError, match=r"python -m gatlib.zoo train gat-s7"):
         finetune.row_models(["gat"], [7])
