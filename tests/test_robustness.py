@@ -313,7 +313,7 @@ def test_the_label_test_quoted_in_deviations_comes_from_the_cited_chapter_06_run
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    run = "default-c1329a798a"
+    run = "default-f47dc568b3"
     numbers = json.loads((root / "runs/06_out_of_domain" / run / "results.json").read_text())["numbers"]
     text = " ".join((root / "book/deviations.md").read_text().split())
     assert f"run `{run}`" in text
@@ -340,9 +340,20 @@ def test_the_label_test_quoted_in_deviations_comes_from_the_cited_chapter_06_run
     assert pool_alone[0] > labels_alone[0], "the text says: the point estimates put most of the gain on the pool"
     assert f"most of the filter's {100 * numbers['label_test.gat_oracle_filter_minus_gat.out_of_domain']:.1f} points " \
            f"({100 * pool_alone[0]:.1f} of" in text
-    random_below = points("gat_random_filter_minus_original")
-    assert f"{-100 * random_below[0]:.1f} points (intervals" in text and f"±{100 * random_below[1]:.1f};" in text
-    assert random_below[0] + random_below[1] < 0, "the text says: only the random filter's gap excludes zero"
+    # the all-layer recipe's control: the pool alone regains optdigits accuracy; the labels' share is noise
+    pool_alone, labels_alone = (points("gat_all_layers_random_filter_minus_gat_all_layers"),
+                                points("gat_all_layers_oracle_filter_minus_gat_all_layers_random_filter"))
+    assert (f"**{100 * pool_alone[0]:.1f} ± {100 * pool_alone[1]:.1f} points** over gat-all-layers "
+            f"({100 * numbers['table3.gat_all_layers_random_filter.out_of_domain']:.1f} %), an interval that excludes zero"
+            ) in text and pool_alone[0] - pool_alone[1] > 0
+    assert f"it is {100 * labels_alone[0]:.1f} ± {100 * labels_alone[1]:.1f} points" in text
+    assert abs(labels_alone[0]) < labels_alone[1], "the text says: the labels' share is not separable from noise"
+    below_rows = ("gat_oracle_filter", "gat_all_layers_oracle_filter", "gat_random_filter", "gat_all_layers_random_filter")
+    below = [points(f"{row}_minus_original") for row in below_rows]
+    assert (f"{-100 * below[0][0]:.1f}, {-100 * below[1][0]:.1f}, {-100 * below[2][0]:.1f} and {-100 * below[3][0]:.1f} "
+            f"points (intervals ±{100 * below[0][1]:.1f}, ±{100 * below[1][1]:.1f}, ±{100 * below[2][1]:.1f} and "
+            f"±{100 * below[3][1]:.1f}; the two random filters' exclude zero) below Original") in text
+    assert [mean + half < 0 for mean, half in below] == [False, False, True, True]
     for row in ("gat", "gat_oracle_filter", "gat_random_filter"):
         assert f"{100 * numbers[f'table3.{row}.in_domain']:.2f} %" in text
     clean = [numbers[f"label_test.gat_oracle_filter_minus_gat_random_filter.in_domain{suffix}"] for suffix in ("", ".ci95")]
@@ -355,8 +366,11 @@ def test_the_label_test_quoted_in_deviations_comes_from_the_cited_chapter_06_run
     assert numbers["ood_errors.gat_top_error"]["error"] == "9 → 3"
     assert (f"{by_row['gat']} of GAT's optdigits errors, {by_row['gat-oracle-filter']} of gat-oracle-filter's, "
             f"{by_row['gat-random-filter']} of gat-random-filter's, "
-            f"{by_row['gat-all-layers']} of gat-all-layers' and {by_row['gat-all-layers-oracle-filter']} of "
-            f"gat-all-layers-oracle-filter's, against {by_row['original']} of the Original's") in text
+            f"{by_row['gat-all-layers']} of gat-all-layers', {by_row['gat-all-layers-oracle-filter']} of "
+            f"gat-all-layers-oracle-filter's and {by_row['gat-all-layers-random-filter']} of "
+            f"gat-all-layers-random-filter's, against {by_row['original']} of the Original's") in text
+    assert by_row["gat-random-filter"] < by_row["gat"] / 2 and by_row["gat-all-layers-random-filter"] >= by_row["gat-all-layers"], \
+        "the text says: the random filter cuts this error for GAT but not for the all-layer recipe"
 
 
 def test_the_filtered_rows_quoted_in_deviations_come_from_the_cited_chapter_04_run():
@@ -366,7 +380,7 @@ def test_the_filtered_rows_quoted_in_deviations_come_from_the_cited_chapter_04_r
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    run = "default-86cd922722"
+    run = "default-9fafa66644"
     numbers = json.loads((root / "runs/04_adversarial_training" / run / "results.json").read_text())["numbers"]
     text = " ".join((root / "book/deviations.md").read_text().split())
     assert f"run `{run}`" in text
@@ -396,7 +410,29 @@ def test_the_filtered_rows_quoted_in_deviations_come_from_the_cited_chapter_04_r
             f"{100 * table('gat_random_filter', 'adversarial_preserved'):.1f} % label-preserving") in text
     labels = [numbers[f"label_test.oracle_vs_random_filter.adversarial_preserved{suffix}"] for suffix in ("", ".ci95")]
     assert f"**{100 * labels[0]:.1f} ± {100 * labels[1]:.1f}**" in text and labels[0] - labels[1] > 0
+    # the all-layer recipe's random-filter control (white-box, label-preserving, clean; pool sizes)
+    minus = lambda value: f"{100 * value:.1f}".replace("-", "−")   # noqa: E731
+    al_random = [numbers[f"label_test.gat_all_layers_random_filter.adversarial{suffix}"] for suffix in ("", ".ci95")]
+    assert (f"It keeps {100 * table('gat_all_layers_random_filter', 'adversarial'):.1f} % white-box "
+            f"({minus(al_random[0])} ± {100 * al_random[1]:.1f} points against gat-all-layers) and "
+            f"{100 * table('gat_all_layers_random_filter', 'adversarial_preserved'):.1f} % label-preserving") in text
+    assert abs(al_random[0]) < al_random[1], "the text says: the cost is not the smaller pool's"
+    assert f"random {100 * finetune.ORACLE_KEEP_SHARES['gat-all-layers-oracle-filter']:.0f} % of its fooled digits" in text
+    versus = {column: [numbers[f"label_test.all_layers_oracle_vs_random_filter.{column}{suffix}"] for suffix in ("", ".ci95")]
+              for column in ("adversarial", "adversarial_preserved", "clean")}
+    assert (f"the oracle filter loses **{-100 * versus['adversarial'][0]:.1f} ± {100 * versus['adversarial'][1]:.1f}** "
+            f"white-box points and gains {100 * versus['adversarial_preserved'][0]:.1f} ± "
+            f"{100 * versus['adversarial_preserved'][1]:.1f} label-preserving points and {100 * versus['clean'][0]:.1f} ± "
+            f"{100 * versus['clean'][1]:.1f} points of clean accuracy "
+            f"({100 * table('gat_all_layers_oracle_filter', 'clean'):.2f} % against "
+            f"{100 * table('gat_all_layers_random_filter', 'clean'):.2f} %)") in text
+    assert all(abs(mean) > half for mean, half in versus.values()), "the text says: every interval excludes zero"
+    assert f"all-layer filter's {-100 * cost[0]:.1f}-point white-box cost" in text
     kept = numbers["pool.kept"]
+    assert (f"seed 0: {kept['gat-all-layers-random-filter/s0']['min']}–{kept['gat-all-layers-random-filter/s0']['max']} "
+            f"adversarial digits per refresh against gat-all-layers-oracle-filter's "
+            f"{kept['gat-all-layers-oracle-filter/s0']['min']}–{kept['gat-all-layers-oracle-filter/s0']['max']}") in text
+    assert kept["gat-all-layers/s0"] == {"min": 1024, "max": 1024}, "the text says: full at every refresh"
     assert (f"seed 0: {kept['gat-random-filter/s0']['min']}–{kept['gat-random-filter/s0']['max']} adversarial digits "
             f"against gat-oracle-filter's {kept['gat-oracle-filter/s0']['min']}–{kept['gat-oracle-filter/s0']['max']}") in text
     assert (f"GAT's pool held {kept['gat/s0']['min']}–{kept['gat/s0']['max']} adversarial digits and "
