@@ -181,11 +181,16 @@ def zoo_recipe(row: str, seed: int, **overrides) -> dict:
     recipe.update({key: settings[key] for key in MODE_KEYS[mode]})
     if mode in DEFENSE_MODES:
         recipe.update(defense_attack_settings(mode))
-    recipe = json.loads(json.dumps(recipe))   # exactly what the manifest will hold (tuples become lists)
+    recipe = _as_stored(recipe)
     for key in _ADDED_LATER:   # at the paper's default the key is left out, so earlier recipes read as before
-        if key in recipe and recipe[key] == json.loads(json.dumps(DEFAULTS[key])):
+        if key in recipe and recipe[key] == _as_stored(DEFAULTS[key]):
             del recipe[key]
     return recipe
+
+
+def _as_stored(value):
+    """``value`` as the manifest's JSON will hold it (tuples become lists)."""
+    return json.loads(json.dumps(value))
 
 
 def recipe_settings(parameters: dict) -> dict:

@@ -341,13 +341,13 @@ def test_the_label_test_quoted_in_deviations_comes_from_the_cited_chapter_06_run
     assert f"most of the filter's {100 * numbers['label_test.gat_oracle_filter_minus_gat.out_of_domain']:.1f} points " \
            f"({100 * pool_alone[0]:.1f} of" in text
     # the all-layer recipe's control: the pool alone regains optdigits accuracy; the labels' share is noise
-    pool_alone, labels_alone = (points("gat_all_layers_random_filter_minus_gat_all_layers"),
-                                points("gat_all_layers_oracle_filter_minus_gat_all_layers_random_filter"))
-    assert (f"**{100 * pool_alone[0]:.1f} ± {100 * pool_alone[1]:.1f} points** over gat-all-layers "
+    all_layer_pool, all_layer_labels = (points("gat_all_layers_random_filter_minus_gat_all_layers"),
+                                        points("gat_all_layers_oracle_filter_minus_gat_all_layers_random_filter"))
+    assert (f"**{100 * all_layer_pool[0]:.1f} ± {100 * all_layer_pool[1]:.1f} points** over gat-all-layers "
             f"({100 * numbers['table3.gat_all_layers_random_filter.out_of_domain']:.1f} %), an interval that excludes zero"
-            ) in text and pool_alone[0] - pool_alone[1] > 0
-    assert f"it is {100 * labels_alone[0]:.1f} ± {100 * labels_alone[1]:.1f} points" in text
-    assert abs(labels_alone[0]) < labels_alone[1], "the text says: the labels' share is not separable from noise"
+            ) in text and all_layer_pool[0] - all_layer_pool[1] > 0
+    assert f"it is {100 * all_layer_labels[0]:.1f} ± {100 * all_layer_labels[1]:.1f} points" in text
+    assert abs(all_layer_labels[0]) < all_layer_labels[1], "the text says: the labels' share is not separable from noise"
     below_rows = ("gat_oracle_filter", "gat_all_layers_oracle_filter", "gat_random_filter", "gat_all_layers_random_filter")
     below = [points(f"{row}_minus_original") for row in below_rows]
     assert (f"{-100 * below[0][0]:.1f}, {-100 * below[1][0]:.1f}, {-100 * below[2][0]:.1f} and {-100 * below[3][0]:.1f} "
