@@ -2,7 +2,11 @@
 
 * **Label agreement** — the fraction of images generated for class ``c`` that a classifier puts in
   class ``c``. With the attacked classifier and with every independent oracle: the label of a
-  generated image is its conditioning class (``book/method.md``), so this must be high.
+  generated image is its conditioning class (``book/method.md``), so this must be high. Where it
+  falls short, ``agreement_breakdown`` tells the generator's misses (digits that *every* judge
+  puts in another class) from a judge's own errors (digits only that judge rejects), beside each
+  judge's accuracy on real test digits; ``agreement_by_truncation`` shows where in the latent
+  distribution the misses sit.
 * **Fréchet distance** (Heusel et al., 2017) between generated and real test digits, computed by
   torchmetrics' ``FrechetInceptionDistance`` with an *independent* zoo classifier's penultimate
   features in place of Inception (no Inception weights offline, and Inception features mean little
@@ -48,6 +52,59 @@ def label_agreement(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
     if len(images) == 0:
         raise ValueError("label_agreement needs at least one image")
     return int((classifiers.predict(model, images) == labels.cpu()).sum()) / len(images)
+
+
+def agreement_breakdown(predictions: dict, labels: torch.Tensor, real_accuracy: dict | None = None) -> dict:
+    """Why a judge disagrees with the conditioning class: the generator's miss or the judge's own.
+
+    ``predictions`` maps each judge to its predicted classes for the same generated images;
+    ``labels`` are their conditioning classes. Returns a dict with
+
+    * ``agreement``: ``{judge: share predicted as c}`` and ``interval``: its Wilson 95 % interval;
+    * ``rejected_by_all``: the share that *every* judge puts outside ``c``. No judge reads such a
+      digit as ``c``: the generator drew something else;
+    * ``rejected_alone``: ``{judge: share}`` that only this judge puts outside ``c`` (its own error,
+      or a borderline digit);
+    * ``real_accuracy``: passed through, ``{judge: accuracy on real test digits}``, the judge's own
+      error floor.
+    """
+    if not predictions:
+        raise ValueError("agreement_breakdown needs the predictions of at least one judge")
+    labels = labels.cpu()
+    if len(labels) == 0:
+        raise ValueError("agreement_breakdown needs at least one generated image")
+    rejected = {}
+    for name, predicted in predictions.items():
+        if predicted.shape != labels.shape:
+            raise ValueError(f"judge {name!r} predicted {tuple(predicted.shape)} classes for {tuple(labels.shape)} labels")
+        rejected[name] = predicted.cpu() != labels
+    from .userstudy import wilson_interval
+
+    stacked = torch.stack(list(rejected.values()))
+    count = len(labels)
+    interval = {}
+    for name, miss in rejected.items():
+        low, high = wilson_interval(count - int(miss.sum()), count)
+        interval[name] = (float(low), float(high))
+    alone = {name: classifiers.fraction(miss & ~torch.cat([stacked[:i], stacked[i + 1:]]).any(0))
+             for i, (name, miss) in enumerate(rejected.items())} if len(rejected) > 1 else {}
+    return {"agreement": {name: classifiers.fraction(~miss) for name, miss in rejected.items()},
+            "interval": interval, "rejected_by_all": classifiers.fraction(stacked.all(0)),
+            "rejected_alone": alone, "real_accuracy": dict(real_accuracy or {})}
+
+
+def agreement_by_truncation(G, classifiers_by_name: dict, psis, samples: int = 10_000, seed: int = 0) -> dict:
+    """``{psi: {judge: agreement}}`` on ``samples`` class-balanced digits from the same seeded latents
+    at each truncation ``psi`` (1 = no truncation). Agreement that rises quickly as ``psi`` drops
+    means the off-class digits come from the tails of the latent distribution."""
+    from .generators.explore import generate
+
+    labels = torch.arange(samples) % (G.num_classes or 1)
+    result = {}
+    for psi in psis:
+        images = generate(G, labels, seed=seed, truncation_psi=float(psi))
+        result[float(psi)] = {name: label_agreement(model, images, labels) for name, model in classifiers_by_name.items()}
+    return result
 
 
 def frechet_distance(features: Features, real: torch.Tensor, fake: torch.Tensor) -> float:
@@ -106,7 +163,8 @@ def evaluate_generator(G, classifiers_by_name: dict, feature_model: nn.Module, r
 
     ``samples`` images, balanced over the classes, from seeded latents; ``real`` is the real test
     set (an ``ImageSet``); use ``samples >= len(real) / 2`` so the Fréchet distances compare equal
-    sample sizes. Returns ``{"agreement": {name: fraction}, "frechet": ..., "frechet_floor":
+    sample sizes. Returns ``{"agreement": {name: fraction}, "breakdown": agreement_breakdown(...)`` (with
+    each judge's accuracy on ``real``), ``"frechet": ..., "frechet_floor":
     ..., "frechet_ratio": ..., "precision": {class: p}, "recall": {class: r}, "images": ..., "labels": ...}``.
     The Fréchet floor is the distance between two random halves of ``real``; the generator's
     distance is measured against the first half with as many generated images as the second half.
@@ -116,7 +174,9 @@ def evaluate_generator(G, classifiers_by_name: dict, feature_model: nn.Module, r
     num_classes = G.num_classes or 1
     labels = torch.arange(samples) % num_classes
     images = generate(G, labels, seed=seed, truncation_psi=truncation_psi)
-    agreement = {name: label_agreement(model, images, labels) for name, model in classifiers_by_name.items()}
+    predictions = {name: classifiers.predict(model, images) for name, model in classifiers_by_name.items()}
+    real_accuracy = {name: label_agreement(model, real.images, real.labels) for name, model in classifiers_by_name.items()}
+    breakdown = agreement_breakdown(predictions, labels, real_accuracy)
     features = Features(feature_model)
     # The Fréchet distance is biased upward at small sample sizes, so both distances are measured
     # at the same sizes against the same reference: real half A vs real half B (the floor), and
@@ -127,7 +187,7 @@ def evaluate_generator(G, classifiers_by_name: dict, feature_model: nn.Module, r
     floor = frechet_distance(features, reference, other_half)
     distance = frechet_distance(features, reference, images[:len(other_half)])
     per_class = per_class_precision_recall(features, real.images, real.labels, images, labels, k=k)
-    return {"agreement": agreement, "frechet": distance, "frechet_floor": floor,
+    return {"agreement": breakdown["agreement"], "breakdown": breakdown, "frechet": distance, "frechet_floor": floor,
             "frechet_ratio": distance / max(floor, 1e-12),
             "precision": {c: p for c, (p, _) in per_class.items()},
             "recall": {c: r for c, (_, r) in per_class.items()},

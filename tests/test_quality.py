@@ -66,3 +66,48 @@ def test_label_agreement_is_an_exact_ratio_so_a_bar_on_the_edge_passes():
     assert agreement == 0.95 and agreement >= 0.95
     with pytest.raises(ValueError, match="at least one image"):
         quality.label_agreement(Fixed(), torch.rand(0, 1, 32, 32), labels[:0])
+
+
+def test_agreement_breakdown_tells_the_generators_misses_from_a_judges_own():
+    labels = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+    # digit 9 is rejected by every judge (the generator drew another digit); digit 3 only by "weak"
+    strong = labels.clone()
+    strong[9] = 4
+    weak = labels.clone()
+    weak[9], weak[3] = 7, 5
+    report = quality.agreement_breakdown({"strong": strong, "weak": weak}, labels, {"strong": 0.99, "weak": 0.98})
+    assert report["agreement"] == {"strong": 0.9, "weak": 0.8}
+    assert report["rejected_by_all"] == 0.1
+    assert report["rejected_alone"] == {"strong": 0.0, "weak": 0.1}
+    assert report["real_accuracy"] == {"strong": 0.99, "weak": 0.98}
+    for name, (low, high) in report["interval"].items():
+        assert low < report["agreement"][name] < high
+
+
+def test_agreement_breakdown_rejects_bad_input():
+    labels = torch.arange(4)
+    with pytest.raises(ValueError, match="at least one judge"):
+        quality.agreement_breakdown({}, labels)
+    with pytest.raises(ValueError, match="'short' predicted"):
+        quality.agreement_breakdown({"short": labels[:3]}, labels)
+    with pytest.raises(ValueError, match="at least one generated image"):
+        quality.agreement_breakdown({"empty": labels[:0]}, labels[:0])
+
+
+def test_agreement_by_truncation_measures_each_psi_on_balanced_classes():
+    G = zoo.generator("random-tiny", seed=0)
+
+    class AlwaysZero(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.unused = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, images):
+            scores = torch.zeros(len(images), max(G.num_classes, 1))
+            scores[:, 0] = 1
+            return scores
+
+    result = quality.agreement_by_truncation(G, {"zero": AlwaysZero()}, [1.0, 0.5], samples=20, seed=0)
+    assert list(result) == [1.0, 0.5]
+    # class 0 is exactly one in num_classes of the balanced labels, at every psi
+    assert all(row == {"zero": 1 / max(G.num_classes, 1)} for row in result.values())

@@ -1,0 +1,83 @@
+"""book/deviations.md quotes chapter 01's generator quality and chapter 07's drop targets and rows; the
+numbers must be the cited runs'."""
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CANONICAL, LARGE_STEP = "default-1c13cab7a5", "default-36b5f055ae"
+GENERATORS = "default-ca7bb2e7c2"
+
+
+def _numbers(run, chapter="07_segmentation_detection"):
+    return json.loads((ROOT / "runs" / chapter / run / "results.json").read_text())["numbers"]
+
+
+def _deviations():
+    return " ".join((ROOT / "book/deviations.md").read_text().split())
+
+
+def test_the_missed_drop_targets_are_quoted_from_the_canonical_run():
+    numbers, text = _numbers(CANONICAL), _deviations()
+    assert CANONICAL in text and LARGE_STEP in text
+    # the run itself says both targets fail at alpha = 0.001, and the text says so
+    assert numbers["targets"] == {"detection_ap_drop_at_least_50pct": False,
+                                  "segmentation_drop_at_least_50_points": False}
+    clean = 100 * numbers["table1.original.segmentation.clean_foreground_accuracy"]
+    attacked = 100 * numbers["table1.original.segmentation.adversarial_foreground_accuracy"]
+    assert f"falls {clean - attacked:.1f} points under ten steps ({clean:.1f} → {attacked:.1f} %" in text
+    before = 100 * numbers["table1.original.detection.clean_map"]
+    after = 100 * numbers["table1.original.detection.adversarial_map"]
+    assert f"falls by {100 * (1 - after / before):.0f} % ({before:.1f} → {after:.1f};" in text
+
+
+def test_the_large_step_run_meets_both_targets_as_quoted():
+    numbers, text = _numbers(LARGE_STEP), _deviations()
+    assert numbers["targets"] == {"detection_ap_drop_at_least_50pct": True,
+                                  "segmentation_drop_at_least_50_points": True}
+    quoted = (f"{100 * numbers['table1.original.segmentation.adversarial_foreground_accuracy']:.1f} % foreground "
+              f"accuracy, {100 * numbers['table1.original.detection.adversarial_map']:.1f} mAP")
+    assert quoted in text
+
+
+def test_the_detection_gat_clean_cost_is_quoted_with_its_seed_intervals():
+    numbers, text = _numbers(CANONICAL), _deviations()
+    gat, original = (numbers[f"table1.{row}.detection.clean_map"] for row in ("gat", "original"))
+    gat_ci, original_ci = (numbers[f"table1.{row}.detection.clean_map.ci95"] for row in ("gat", "original"))
+    assert (f"GAT costs clean mAP ({100 * gat:.1f} against the Original's {100 * original:.1f}, with 95 % seed "
+            f"intervals of ±{100 * gat_ci:.1f} and ±{100 * original_ci:.1f})") in text
+    # the reading "costs clean mAP": the gap is larger than either interval
+    assert original - gat > max(gat_ci, original_ci)
+
+
+def test_the_foreground_share_is_quoted_from_the_canonical_run():
+    share = _numbers(CANONICAL)["scenes.foreground_fraction"]
+    assert f"digits cover {100 * share:.1f} % of the pixels" in _deviations()
+
+
+def test_the_generator_quality_miss_is_quoted_from_chapter_01():
+    numbers, text = _numbers(GENERATORS, "01_generators"), _deviations()
+    assert GENERATORS in text
+    agreement, interval = numbers["quality.agreement"], numbers["quality.agreement_interval"]
+    real, alone = numbers["quality.judge_real_accuracy"], numbers["quality.rejected_alone"]
+    missed = sorted(name for name, value in agreement.items() if value < 0.95)
+    assert missed == ["oracle-mlp", "oracle-shufflenet"] and not numbers["quality.passes"]
+    assert (f"F ({100 * agreement['mnist-classifier-s0']:.1f} %) and oracle-widecnn "
+            f"({100 * agreement['oracle-widecnn']:.1f} %) and misses for oracle-mlp ({100 * agreement['oracle-mlp']:.1f} %) "
+            f"and oracle-shufflenet ({100 * agreement['oracle-shufflenet']:.1f} %)") in text
+    assert (f"end below the bar (at {100 * interval['oracle-mlp'][1]:.2f} % and "
+            f"{100 * interval['oracle-shufflenet'][1]:.2f} %)") in text
+    assert all(interval[name][1] < 0.95 for name in missed)
+    by_all = numbers["quality.rejected_by_all"]
+    assert f"{100 * by_all:.1f} % of the digits are rejected by every judge" in text
+    assert f"agree on more than {100 * (1 - by_all):.1f} %" in text
+    assert (f"weakest on real test digits ({100 * real['oracle-mlp']:.1f} % and {100 * real['oracle-shufflenet']:.1f} %, "
+            f"against {100 * real['mnist-classifier-s0']:.1f} % for F and {100 * real['oracle-widecnn']:.1f} % for widecnn)"
+            ) in text
+    # the reading: the two that miss are the two weakest on real digits
+    assert sorted(sorted(real, key=real.get)[:2]) == missed
+    assert f"reject {100 * alone['oracle-mlp']:.1f} % and {100 * alone['oracle-shufflenet']:.1f} % of the digits" in text
+    by_psi = numbers["quality.agreement_by_psi"]
+    assert f"$\\psi = 0.9$ every judge agrees on at least {100 * min(by_psi['0.9'].values()):.1f} %" in text
+    assert f"$\\psi = 0.8$ on at least {100 * min(by_psi['0.8'].values()):.1f} %" in text
+    assert f"per-class recall (lowest {min(numbers['quality.recall'].values()):.2f}" in text
+    assert f"({numbers['quality.frechet_ratio']:.1f}× the real-vs-real floor" in text
