@@ -85,3 +85,35 @@ def test_bad_arguments_are_named(setup):
         spade_attack.spade_attack(G, segmap, segmenter(), task="segmentation", masks=data.masks, eps=float("nan"))
     with pytest.raises(ValueError, match="one target dict"):
         spade_attack.spade_attack(G, segmap, segmenter(), task="detection", targets=[])
+
+
+def test_an_empty_or_string_layer_selection_is_named(setup):
+    G, data, segmap, z = setup
+    with pytest.raises(ValueError, match="at least one SPADE layer"):
+        spade_attack.spade_attack(G, segmap, segmenter(), task="segmentation", masks=data.masks, layers=[], z=z)
+    with pytest.raises(ValueError, match=r"list of SPADE layer names, got the string 'up_2.norm_1'"):
+        spade_attack.spade_attack(G, segmap, segmenter(), task="segmentation", masks=data.masks,
+                                  layers="up_2.norm_1", z=z)
+
+
+@pytest.mark.parametrize("bad", [11, -1])
+def test_label_ids_outside_the_segmenters_classes_are_named(setup, bad):
+    G, data, segmap, z = setup
+    masks = data.masks.clone()
+    masks[0, 0, :3] = bad
+    masks[1, 0, 0] = scenes.IGNORE   # unlabelled pixels are allowed
+    with pytest.raises(ValueError, match=rf"class ids {bad} \(3 pixels\).*11 classes: ids must be 0-10 or 255"):
+        spade_attack.spade_attack(G, segmap, segmenter(), task="segmentation", masks=masks, max_iters=1, z=z)
+    with pytest.raises(ValueError, match=rf"class ids {bad} "):
+        spade_attack.segmentation_loss(segmenter().eval(), data.images, masks)
+
+
+def test_ignored_pixels_pass_the_label_check_and_the_check_runs_once(setup, monkeypatch):
+    G, data, segmap, z = setup
+    masks = data.masks.clone()
+    masks[:, :4] = scenes.IGNORE
+    calls = []
+    check = spade_attack.check_label_range
+    monkeypatch.setattr(spade_attack, "check_label_range", lambda *a: calls.append(a[1]) or check(*a))
+    result = spade_attack.spade_attack(G, segmap, segmenter(), task="segmentation", masks=masks, max_iters=3, z=z)
+    assert calls == [11] and result.losses.shape == (4, 3)

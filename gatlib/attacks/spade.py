@@ -52,9 +52,25 @@ def segmentation_logits(model: nn.Module, images: Tensor) -> Tensor:
     return out["out"] if isinstance(out, dict) else out
 
 
-def segmentation_loss(model: nn.Module, images: Tensor, masks: Tensor) -> Tensor:
-    """Per-sample mean pixel cross-entropy against the label maps ``masks`` (B, H, W)."""
+def check_label_range(masks: Tensor, num_classes: int) -> None:
+    """Raise a ValueError naming them if ``masks`` hold class ids outside ``0 … num_classes - 1``
+    other than ``IGNORE`` (cross-entropy would otherwise fail without saying which value, and on a
+    GPU only as a device-side assert). One pass over the label maps."""
+    bad = ((masks < 0) | (masks >= num_classes)) & (masks != IGNORE)
+    if bool(bad.any()):
+        values = torch.unique(masks[bad]).tolist()
+        shown = ", ".join(str(int(v)) for v in values[:5]) + (", …" if len(values) > 5 else "")
+        raise ValueError(f"label maps hold class ids {shown} ({int(bad.sum())} pixels), but the segmenter has "
+                         f"{num_classes} classes: ids must be 0-{num_classes - 1} or {IGNORE} (unlabelled)")
+
+
+def segmentation_loss(model: nn.Module, images: Tensor, masks: Tensor, *, check: bool = True) -> Tensor:
+    """Per-sample mean pixel cross-entropy against the label maps ``masks`` (B, H, W).
+    ``check``: first check that every class id in ``masks`` is one of the segmenter's classes or
+    ``IGNORE`` (:func:`check_label_range`; :func:`spade_attack` checks once, at iteration 0)."""
     logits = segmentation_logits(model, images)
+    if check:
+        check_label_range(masks, logits.shape[1])
     if logits.shape[-2:] != masks.shape[-2:]:
         logits = F.interpolate(logits, size=masks.shape[-2:], mode="bilinear", align_corners=False)
     # unlabelled pixels (IGNORE: COCO-stuff's 255) add nothing; the mean is over every pixel
@@ -100,11 +116,12 @@ def spade_attack(G, segmap: Tensor, model: nn.Module, *, task: str, masks: Tenso
 
     Args:
         G: a ``SPADEGenerator``; segmap: its one-hot label maps (B, label_nc, H, W).
-        model: the segmenter (``task="segmentation"``, loss against ``masks`` (B, H, W)) or a
-            torchvision detector (``task="detection"``, loss against ``targets``).
-        eps: the step on γ and β (the paper: 0.001). layers: SPADE layer names (``G.layer_names``;
-            None = all). moves: ``"gamma"``, ``"beta"`` or ``"both"``. z: the generator's z input
-            (kept fixed; drawn once when G has a z input and none is given).
+        model: the segmenter (``task="segmentation"``, loss against ``masks`` (B, H, W), class ids
+            0 … its classes - 1 or ``IGNORE``, checked once) or a torchvision detector
+            (``task="detection"``, loss against ``targets``).
+        eps: the step on γ and β (the paper: 0.001). layers: a non-empty list of SPADE layer names
+            (``G.layer_names``; None = all). moves: ``"gamma"``, ``"beta"`` or ``"both"``. z: the
+            generator's z input (kept fixed; drawn once when G has a z input and none is given).
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
@@ -120,7 +137,13 @@ def spade_attack(G, segmap: Tensor, model: nn.Module, *, task: str, masks: Tenso
     if task == "detection" and (targets is None or len(targets) != len(segmap)):
         raise ValueError(f"detection needs one target dict per image ({len(segmap)}), got "
                          f"{None if targets is None else len(targets)}")
+    if isinstance(layers, str):
+        raise ValueError(f"layers must be a list of SPADE layer names, got the string {layers!r} "
+                         f"(write [{layers!r}])")
     chosen = list(G.layer_names) if layers is None else list(layers)
+    if not chosen:
+        raise ValueError("the attack needs at least one SPADE layer to move (layers=None moves all of "
+                         "G.layer_names)")
     unknown = set(chosen) - set(G.layer_names)
     if unknown:
         raise ValueError(f"unknown SPADE layers {sorted(unknown)}; G.layer_names lists them")
@@ -140,7 +163,7 @@ def spade_attack(G, segmap: Tensor, model: nn.Module, *, task: str, masks: Tenso
                 moving[name] = (gamma.requires_grad_(moves in ("gamma", "both")),
                                 beta.requires_grad_(moves in ("beta", "both")))
             rendered = G.to_unit(G.synthesize(segmap, mods, z))
-            loss = segmentation_loss(model, rendered, masks) if task == "segmentation" else \
+            loss = segmentation_loss(model, rendered, masks, check=step == 0) if task == "segmentation" else \
                 detection_loss(model, rendered, targets)
             images.append(rendered.detach())
             losses.append(loss.detach())
