@@ -224,7 +224,8 @@ def _fake_run(runs: Path, stem: str, run_id: str, numbers: dict, **extra) -> Non
 
 
 def scoreboard_values(page: Path) -> list[tuple[str, str]]:
-    """``(row text, Ours cell)`` for every scoreboard row whose Ours cell is not "not yet"."""
+    """``(row text, Ours cell)`` for every scoreboard row whose Ours cell is a value (not "not yet",
+    not "not comparable")."""
     lines = page.read_text().splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("| Table | Row | Column | Paper | Ours |"))
     ours = [c.strip() for c in lines[header].strip("|").split("|")].index("Ours")
@@ -233,7 +234,7 @@ def scoreboard_values(page: Path) -> list[tuple[str, str]]:
         if not line.startswith("|"):
             break
         cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
-        if cells[ours] != scoreboard.NOT_YET:
+        if cells[ours] not in (scoreboard.NOT_YET, scoreboard.NOT_COMPARABLE):
             rows.append((line, cells[ours]))
     return rows
 

@@ -253,8 +253,11 @@ def test_report_rewrites_between_markers_deterministically(tmp_path):
     assert "| 94.2 | [99.1](runs/00_setup-default-0000000002.md) |" in row and "00_setup/default-0000000002" in row
     clean = next(line for line in text.splitlines() if "Classification LSUN · clean" in line and "| Original |" in line)
     assert "| 88.9 | [98.0](runs/00_setup-default-0000000002.md) |" in clean
-    # every other paper number is listed (table1.original.clean fills two: Table 1's and §4's 88.9 %)
-    assert text.count("| not yet |") == len(scoreboard.paper_entries()) - 3
+    # every other paper number is listed (table1.original.clean fills two: Table 1's and §4's 88.9 %),
+    # as "not yet" unless no run of ours can ever be compared with it
+    assert text.count("| not comparable |") == len(scoreboard.INCOMPARABLE) == 1
+    assert text.count("| not yet |") == len(scoreboard.paper_entries()) - 3 - len(scoreboard.INCOMPARABLE)
+    assert f"3 of {len(scoreboard.paper_entries())} paper numbers have a value of ours so far, 1 is marked" in text
     text_row = next(line for line in text.splitlines() if "| LSUN scene classifier | test accuracy |" in line)
     assert "| 88.9 | [98.0](runs/00_setup-default-0000000002.md) |" in text_row
     assert "| User study |" in text and "| Table 2 |" in text
@@ -279,6 +282,9 @@ def test_scoreboard_formats():
     assert scoreboard.format_ours({"mean": 0.5, "std": 0.01}) == "50.0 ± 1.0"
     assert scoreboard.format_ours([0.5, 0.7]) == "60.0 ± 14.1 (n=2)"
     assert scoreboard.format_ours(0.004, percent=False) == "0.004"
+    assert scoreboard.format_ours(-0.064, signed=True) == "−6.4"
+    assert scoreboard.format_ours(0.012, signed=True) == "+1.2"
+    assert scoreboard.format_ours(-0.0001, signed=True) == "+0.0"      # no "-0.0"
     keys = {e.key for e in scoreboard.paper_entries()}
     assert set(scoreboard.PAPER_TO_OURS) <= keys
     recomputed = {e.key: e.value for e in scoreboard.paper_entries()}
@@ -311,6 +317,77 @@ def test_tiny_book_builds(tmp_path):
     assert "not yet" in (build / "html" / "book" / "reproduction.html").read_text()
     assert "scoreboard:start -->\n<!--" in (root / "book" / "reproduction.md").read_text()  # source untouched
     assert os.path.isdir(root / "runs" / "record")
+
+
+def _user_study_rows(text: str) -> dict[tuple[str, str], list[str]]:
+    """``(row, column) -> cells`` of the scoreboard's user-study rows."""
+    rows = {}
+    for line in text.splitlines():
+        if line.startswith("| User study |"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            rows[cells[1], cells[2]] = cells
+    return rows
+
+
+def test_scoreboard_user_study_rows(tmp_path):
+    """Real vs fake: the change from unperturbed generated images, computed from the printed and
+    the recorded rates (never an absolute machine rate beside people's); label experiment: chapter
+    08's machine study, not chapter 02's oracle label preservation."""
+    runs = tmp_path / "runs"
+    rvf = "user_study.machine.real_vs_fake"
+    label = "user_study.label_experiment.majority_matches_ground_truth"
+    _fake_run(runs, "08_user_study", "default-0000000008", {
+        f"{rvf}.judged_real.real": 0.68, f"{rvf}.judged_real.generated": 0.228,
+        f"{rvf}.judged_real.noise-adv": 0.164, f"{rvf}.judged_real.style-adv": 0.216,
+        # a recorded difference that disagrees with the rates: the scoreboard must not read it
+        f"{rvf}.difference_from_generated.noise-adv": 0.5, f"{rvf}.difference_from_generated.style-adv": 0.5,
+        f"{label}.overall": 0.598, f"{label}.style_based": 0.544, f"{label}.noise_based": 0.652},
+        "2025-01-01T00:00:00")
+    _fake_run(runs, "02_latent_attacks", "default-0000000002", {
+        "preservation.both": {"majority": 0.529}, "attack.style.preservation": 0.473,
+        "attack.noise.preservation": 0.578}, "2025-01-01T00:00:00")
+    page = _book_page(tmp_path, "# Scores\n\n<!-- scoreboard:start -->\n<!-- scoreboard:end -->\n")
+    scoreboard.write_scoreboard(tmp_path)
+    text = page.read_text()
+    rows = _user_study_rows(text)
+    record = "runs/08_user_study-default-0000000008.md"
+    diff = "Judged real, minus unperturbed generated (points)"
+    # paper: 74.3 - 74.7 and 70.8 - 74.7; ours: 16.4 - 22.8 and 21.6 - 22.8 (the absolute 16.4 / 21.6 would fail)
+    assert rows[diff, "noise based"][3:5] == ["−0.4 (74.3 − 74.7)", f"[−6.4]({record})"]
+    assert rows[diff, "style based"][3:5] == ["−3.9 (70.8 − 74.7)", f"[−1.2]({record})"]
+    assert not any(cells[1] == "Judged real" and cells[2] != "unperturbed generated" for cells in rows.values())
+    baseline = rows["Judged real", "unperturbed generated"]
+    assert baseline[3:5] == ["74.7", scoreboard.NOT_COMPARABLE] and "22.8" not in " ".join(baseline)
+    assert not any("16.4" in c or "21.6" in c or "22.8" in c for cells in rows.values() for c in cells)
+    # label experiment: chapter 08's values and run, not chapter 02's
+    agree = "Majority label matches ground truth"
+    for column, paper, ours in (("overall", "99.2", "59.8"), ("style based", "98.7", "54.4"),
+                                ("noise based", "99.7", "65.2")):
+        assert rows[agree, column][3:5] == [paper, f"[{ours}]({record})"]
+        assert "08_user_study/default-0000000008" in rows[agree, column][5]
+    assert "02_latent_attacks" not in "".join(line for line in text.splitlines() if line.startswith("| User study |"))
+    assert not (tmp_path / "book" / "runs" / "02_latent_attacks-default-0000000002.md").exists()
+    # the count: 3 label rows + 2 differences; the baseline is not comparable, not a value of ours
+    total = len(scoreboard.paper_entries())
+    assert f"5 of {total} paper numbers have a value of ours so far, 1 is marked \"not comparable\"" in text
+    # the notes name the source and why the other chapter's measure differs
+    notes = [line for line in text.splitlines() if line.startswith("* User study")]
+    assert len(notes) == 2
+    assert "ours comes from chapter `08_user_study`" in notes[0] and "`02_latent_attacks` is a different measure" in notes[0]
+    assert "only the change" in notes[1] and "not comparable" in notes[1]
+    # the run record shows the two recorded rates each difference is computed from
+    record_text = (tmp_path / "book" / record).read_text()
+    noise_line = next(line for line in record_text.splitlines() if "| noise based | −0.4 (74.3 − 74.7) |" in line)
+    assert f"`{rvf}.judged_real.noise-adv − {rvf}.judged_real.generated`" in noise_line
+    assert "| `0.164` − `0.228` = `-0.064` |" in noise_line and "| −6.4 |" in noise_line
+
+
+def test_scoreboard_difference_needs_both_recorded_numbers(tmp_path):
+    runs = tmp_path / "runs"
+    _fake_run(runs, "08_user_study", "default-0000000008",
+              {"user_study.machine.real_vs_fake.judged_real.noise-adv": 0.164}, "2025-01-01T00:00:00")
+    rows = _user_study_rows(scoreboard.render_scoreboard(runs))
+    assert rows["Judged real, minus unperturbed generated (points)", "noise based"][4] == scoreboard.NOT_YET
 
 
 def test_scoreboard_finds_numbers_under_flat_dotted_keys_and_nested_dicts():
