@@ -23,6 +23,7 @@ import io
 import math
 import os
 import pickle
+import pickletools
 import subprocess
 import sys
 import types
@@ -43,7 +44,10 @@ from gatlib.generators.checkpoints import (
     load_generator,
     load_nvlabs_pkl,
     load_rosinality,
+    load_tf_pkl,
     read_nvlabs_pkl,
+    read_tf_pkl,
+    torch_load_safe,
 )
 
 TOL = dict(rtol=1e-5, atol=1e-5)   # compared in float64: only the float32 rounding of converted weights remains (~1e-6)
@@ -469,6 +473,27 @@ def test_rosinality_with_unknown_global_is_refused(tmp_path):
     torch.save({"g_ema": {}, "args": Payload(os.system, f"touch {marker}")}, path)
     with pytest.raises(UnsafeCheckpointError, match=f"{os.system.__module__}.system"):
         load_generator(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("zip_format", [False, True])
+@pytest.mark.parametrize("kind", ["os.system", "builtins.exec", "subprocess.check_call"])
+def test_rosinality_hostile_root_object_is_refused(tmp_path, kind, zip_format):
+    """The payload is the file's root object (``torch.save(payload)``), not nested in a dict: refused
+    before the loader looks for ``g_ema``, and nothing runs."""
+    marker = tmp_path / "pwned"
+    fn, arg, _ = _hostile(kind, marker)
+    path = tmp_path / "evil-root.pt"
+    torch.save(Payload(fn, arg), path, _use_new_zipfile_serialization=zip_format)
+    renamed = tmp_path / "evil-root.pkl"          # a torch.save file named .pkl goes to the same reader
+    renamed.write_bytes(path.read_bytes())
+    # torch names a protocol-2 global as written (Python 2 names: `exec`, `commands.check_call`)
+    named = rf"the global `([\w.]+\.)?{fn.__name__}`"
+    for loader, where in ((load_generator, path), (load_rosinality, path), (torch_load_safe, path),
+                          (load_nvlabs_pkl, renamed), (load_generator, renamed)):
+        with pytest.raises(UnsafeCheckpointError, match=named) as err:
+            loader(where)
+        assert isinstance(err.value, pickle.UnpicklingError)
     assert not marker.exists()
 
 
@@ -979,6 +1004,40 @@ def test_nvlabs_hostile_pickle_is_refused(nvlabs_env, tmp_path, kind):
         with pytest.raises(UnsafeCheckpointError) as err:
             loader(path)
         assert name in str(err.value) and isinstance(err.value, pickle.UnpicklingError)
+    assert not marker.exists() and not nvlabs_env.marker.exists()
+
+
+def _hostile(kind: str, marker):
+    """``(fn, arg, name in the refusal)`` of a payload that would create ``marker`` if it ever ran."""
+    return {
+        "os.system": (os.system, f"touch {marker}", f"{os.system.__module__}.system"),
+        "builtins.exec": (builtins.exec, f"open({str(marker)!r}, 'w').write('x')", "builtins.exec"),
+        "subprocess.check_call": (subprocess.check_call, ["touch", str(marker)], "subprocess.check_call"),
+    }[kind]
+
+
+def _root_is_a_reduce(data: bytes) -> bool:
+    """The pickle's root object is built by a REDUCE (the last opcode before STOP, memo writes aside)."""
+    ops = [op.name for op, _, _ in pickletools.genops(data)
+           if op.name not in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT", "FRAME")]
+    return ops[-2:] == ["REDUCE", "STOP"]
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 4])       # GLOBAL (protocols 0-3) and STACK_GLOBAL (4+) opcodes
+@pytest.mark.parametrize("kind", ["os.system", "builtins.exec", "subprocess.check_call"])
+def test_nvlabs_hostile_root_object_is_refused(nvlabs_env, tmp_path, kind, protocol):
+    """The payload is the pickle's root object, not nested in a snapshot dict: every reader refuses
+    it, naming the global, and nothing runs."""
+    marker = tmp_path / "pwned"
+    fn, arg, name = _hostile(kind, marker)
+    data = pickle.dumps(Payload(fn, arg), protocol=protocol)
+    assert _root_is_a_reduce(data)
+    path = tmp_path / "evil-root.pkl"
+    path.write_bytes(data)
+    for loader in (load_generator, load_nvlabs_pkl, read_nvlabs_pkl, load_tf_pkl, read_tf_pkl):
+        with pytest.raises(UnsafeCheckpointError) as err:
+            loader(path)
+        assert name in str(err.value) and isinstance(err.value, pickle.UnpicklingError), (loader.__name__, err.value)
     assert not marker.exists() and not nvlabs_env.marker.exists()
 
 

@@ -4,6 +4,7 @@ and noise (eta) variables of the paper (§3.1, eq. 1-2), caching, StyleGAN2 prop
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -414,3 +415,110 @@ def test_conv_clamp_and_const_noise():
                                free.synthesize(styles, [n.expand(2, 1, -1, -1) for n in free.const_noise()]))
     with pytest.raises(ValueError):
         free.set_const_noise(fixed[:-1])
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad input: one clear ValueError per problem, naming it (shape and length checks only)
+
+
+def _tiny(num_classes=3, layout="gat"):
+    torch.manual_seed(0)
+    return Generator(resolution=16, num_classes=num_classes, z_dim=8, w_dim=8, mapping_layers=1,
+                     channels={4: 4, 8: 4, 16: 4}, layout=layout).eval()
+
+
+@pytest.mark.parametrize("layout", ["gat", "stylegan2"])
+def test_a_wrong_number_of_noises_is_named(layout):
+    g = _tiny(layout=layout)        # "stylegan2": one noise per conv, one fewer than the w indices
+    styles, noises = g.styles(g.mapping(torch.randn(2, 8), torch.tensor([0, 1]))), g.make_noise(2)
+    for wrong in (noises[:-1], noises + [noises[-1]]):
+        with pytest.raises(ValueError, match=rf"need {g.num_convs} noises, one per conv .*got {len(wrong)}"):
+            g.synthesize(styles, wrong)
+        with pytest.raises(ValueError, match=rf"need {g.num_convs} noises, one per conv .*got {len(wrong)}"):
+            g.cache(styles, wrong, 2)
+
+
+def test_a_noise_of_the_wrong_shape_is_named():
+    g = _tiny()
+    styles, noises = g.styles(g.mapping(torch.randn(2, 8), torch.tensor([0, 1]))), g.make_noise(2)
+    assert g.conv_resolutions == [4, 4, 8, 8, 16, 16]
+    for bad in (torch.zeros(2, 1, 16, 16),     # another layer's resolution
+                torch.zeros(3, 1, 8, 8),       # another batch
+                torch.zeros(2, 8, 8),          # no channel dimension
+                torch.zeros(2, 4, 8, 8)):      # one noise per channel
+        wrong = noises[:3] + [bad] + noises[4:]
+        message = rf"noise 3 \(layer 3, 8x8\) must have shape \(2, 1, 8, 8\).*got {re.escape(str(tuple(bad.shape)))}"
+        with pytest.raises(ValueError, match=message):
+            g.synthesize(styles, wrong)
+        with pytest.raises(ValueError, match=message):           # the cache path checks them too
+            g.cache(styles, wrong, 5)
+        cache = g.cache(styles, noises, 2)
+        with pytest.raises(ValueError, match=message):
+            g.synthesize(styles, wrong, start_layer=2, cache=cache)
+    # what stays valid: per-sample noises, batch-1 noises broadcast over the batch, None entries
+    with torch.no_grad():
+        shared = [n[:1] for n in noises]
+        torch.testing.assert_close(g.synthesize(styles, shared),
+                                   g.synthesize(styles, [n.expand(2, -1, -1, -1) for n in shared]))
+        g.synthesize(styles, [None] * g.num_convs)
+    # fixed noise images of the wrong size are named too (not a raw reshape error)
+    with pytest.raises(ValueError, match=r"noise image 2 \(layer 2, 8x8\) must hold 64 values, got shape \(4, 4\)"):
+        g.set_const_noise([torch.zeros(r, r) for r in g.conv_resolutions[:2]] + [torch.zeros(4, 4)] * 4)
+    assert g.const_noise() is None                               # nothing half-stored
+
+
+def test_a_per_layer_w_with_the_wrong_number_of_rows_is_named():
+    for g in (_tiny(), _tiny(layout="stylegan2")):
+        w = g.mapping(torch.randn(2, 8), torch.tensor([0, 1]))
+        for rows in (g.num_ws - 1, g.num_ws + 1):            # an IndexError / silently dropped rows before
+            with pytest.raises(ValueError, match=rf"one row per w index: \(B, num_ws={g.num_ws}, 8\), got {rows} rows"):
+                g.styles(w[:, None].expand(-1, rows, -1))
+        with pytest.raises(ValueError, match=r"w must be \(B, w_dim=8\) or \(B, num_ws=\d+, w_dim=8\), got shape \(2, 5\)"):
+            g.styles(w[:, :5])
+        with pytest.raises(ValueError, match=r"w must be .* got shape \(8,\)"):
+            g.styles(w[0])
+        torch.testing.assert_close(g.synthesize(g.styles(g.broadcast(w)), g.make_noise(2, torch.Generator().manual_seed(0))),
+                                   g.synthesize(g.styles(w), g.make_noise(2, torch.Generator().manual_seed(0))))
+
+
+def test_cache_checks_noise_space_as_synthesize_does():
+    g = _tiny()
+    styles, noises = g.styles(g.mapping(torch.randn(2, 8), torch.tensor([0, 1]))), g.make_noise(2)
+    message = r"noise_space must be one of \('input', 'scaled'\), got 'scaeld'"
+    with pytest.raises(ValueError, match=message):
+        g.cache(styles, noises, 3, noise_space="scaeld")         # a typo used to mean "scaled" here
+    with pytest.raises(ValueError, match=message):
+        g.synthesize(styles, noises, noise_space="scaeld")
+    with pytest.raises(ValueError, match=message):
+        g(torch.randn(2, 8), torch.tensor([0, 1]), noise_space="scaeld")
+
+
+@pytest.mark.parametrize("start_layer", [-1, 6, 7])
+def test_start_layer_outside_the_layers_is_named(start_layer):
+    g = _tiny()                    # 6 layers: start_layer lies in 0..5
+    styles, noises = g.styles(g.mapping(torch.randn(2, 8), torch.tensor([0, 1]))), g.make_noise(2)
+    message = rf"start_layer must lie in \[0, 6\) \(G.num_layers=6\), got {start_layer}"
+    with pytest.raises(ValueError, match=message):
+        g.cache(styles, noises, start_layer)
+    _, record = g.synthesize(styles, noises, return_cache=True)
+    with pytest.raises(ValueError, match=message):
+        g.synthesize(styles, noises, start_layer=start_layer, cache={**record, start_layer: record[0]})
+
+
+def test_an_unconditional_generator_refuses_class_labels():
+    g = _tiny(num_classes=0)
+    z = torch.randn(2, 8)
+    w = g.mapping(z)
+    labels = torch.tensor([3, 1])
+    message = r"unconditional \(num_classes=0\): it takes no class labels, so c must be None, got "
+    for call in (lambda: g.mapping(z, labels), lambda: g(z, labels), lambda: g.mapping(z, 0, truncation_psi=0.5),
+                 lambda: g.truncate(w, 0.5, labels), lambda: g.mapping.center(labels, 2),
+                 lambda: g.mean_w(labels, n=8)):
+        with pytest.raises(ValueError, match=message):
+            call()
+    # no labels, or NVlabs' empty (B, 0) label tensor of an unconditional network, keep working
+    torch.testing.assert_close(g.mapping(z, torch.zeros(2, 0), truncation_psi=0.5), g.mapping(z, truncation_psi=0.5))
+    assert g.mean_w(None, n=8).shape == (8,)
+    # a conditional generator still needs them
+    with pytest.raises(ValueError, match="class-conditional: pass class labels"):
+        _tiny().mapping(z, None)

@@ -95,6 +95,7 @@ from .stylegan2 import (
     NOISE_SPACES,
     SQRT2,
     Cache,
+    check_no_labels,
     EqualConv2d,
     EqualLinear,
     Generator,
@@ -195,6 +196,8 @@ class MappingNetworkV1(nn.Module):
         first ``truncation_cutoff`` layers if given (then the result is (B, num_ws, w_dim))."""
         x = z
         onehot = None
+        if not self.num_classes:
+            check_no_labels(c)   # the same refusal as StyleGAN2's mapping (and this class's truncation)
         if self.num_classes:
             onehot = as_onehot(c, self.num_classes, z.shape[0], z.device, z.dtype)
             x = torch.cat([z, onehot @ self.label_embed], dim=1)

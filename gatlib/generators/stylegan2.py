@@ -166,6 +166,22 @@ def as_onehot(c: Label, num_classes: int, batch: int, device, dtype=torch.float3
     return c.to(device=device, dtype=dtype)
 
 
+def check_no_labels(c: Label) -> None:
+    """An unconditional network (``num_classes=0``) takes no class labels: ``c`` must be None (or an
+    empty ``(B, 0)`` tensor, NVlabs' ``c`` for ``c_dim=0``). Anything else would be silently ignored,
+    so it is refused (a shape check only, no per-element work)."""
+    if c is not None and not (isinstance(c, Tensor) and c.numel() == 0):
+        shown = f"a tensor of shape {tuple(c.shape)}" if isinstance(c, Tensor) else repr(c)[:80]
+        raise ValueError(f"this generator is unconditional (num_classes=0): it takes no class labels, so c must "
+                         f"be None, got {shown}")
+
+
+def check_noise_space(noise_space: str) -> None:
+    """``noise_space`` must be one of ``NOISE_SPACES`` (any other value would silently act as ``"scaled"``)."""
+    if noise_space not in NOISE_SPACES:
+        raise ValueError(f"noise_space must be one of {NOISE_SPACES}, got {noise_space!r}")
+
+
 class Styles(NamedTuple):
     """The style variables y of a batch: ``conv[i]`` modulates layer i (``(B, C_in_i)``), ``torgb[j]``
     modulates the ToRGB of resolution j (``(B, C_j)``). Lists are mutable: an attack may replace
@@ -269,6 +285,8 @@ class MappingNetwork(nn.Module):
         if self.num_classes:
             onehot = as_onehot(c, self.num_classes, z.shape[0], z.device, z.dtype)
             x = torch.cat([x, normalize_2nd_moment(self.embed(onehot))], dim=1)
+        else:
+            check_no_labels(c)
         for fc in self.fcs:
             x = fc(x)
         if self.training if update_w_avg is None else update_w_avg:
@@ -289,8 +307,11 @@ class MappingNetwork(nn.Module):
 
     def center(self, c: Label = None, batch: int = 1) -> Tensor:
         """The truncation centre: per-class average (``(B, w_dim)``) if conditional and ``c`` is
-        given, else the global ``w_avg`` (``(w_dim,)``)."""
-        if not self.num_classes or c is None:
+        given, else the global ``w_avg`` (``(w_dim,)``). An unconditional network refuses a ``c``."""
+        if not self.num_classes:
+            check_no_labels(c)
+            return self.w_avg
+        if c is None:
             return self.w_avg
         onehot = as_onehot(c, self.num_classes, batch, self.w_avg.device, self.w_avg.dtype)
         return (onehot @ self.w_avg_class) / onehot.sum(1, keepdim=True)
@@ -481,6 +502,12 @@ class Generator(nn.Module):
         ``w`` is (B, w_dim) (same w for every layer) or (B, num_ws, w_dim) (one w per layer).
         Returns ``Styles(conv=[y_0, ..., y_{L-1}], torgb=[...])``; ``conv[i]`` has shape
         ``(B, in_channels of layer i)``. Gradients of the attack (eq. 1, 3) are taken w.r.t. these."""
+        if w.dim() not in (2, 3) or w.shape[-1] != self.w_dim:
+            raise ValueError(f"w must be (B, w_dim={self.w_dim}) or (B, num_ws={self.num_ws}, w_dim={self.w_dim}), "
+                             f"got shape {tuple(w.shape)}")
+        if w.dim() == 3 and w.shape[1] != self.num_ws:
+            raise ValueError(f"a per-layer w must have one row per w index: (B, num_ws={self.num_ws}, {self.w_dim}), "
+                             f"got {w.shape[1]} rows (shape {tuple(w.shape)})")
         ws = (lambda i: w) if w.dim() == 2 else (lambda i: w[:, i])
         conv = [layer.affine(ws(i)) for i, layer in enumerate(self.layers)]
         torgb = [rgb.affine(ws(li)) for rgb, li in zip(self.torgbs, self.torgb_layers)]
@@ -507,6 +534,10 @@ class Generator(nn.Module):
         ``.to()`` but are not in the state dict. ``G.const_noise()`` returns them for ``synthesize``."""
         if len(noises) != self.num_convs:
             raise ValueError(f"need {self.num_convs} noise images, got {len(noises)}")
+        for i, (n, r) in enumerate(zip(noises, self.conv_resolutions)):     # all checked before any is stored
+            if n.numel() != r * r:
+                raise ValueError(f"noise image {i} (layer {i}, {r}x{r}) must hold {r * r} values, got shape "
+                                 f"{tuple(n.shape)}")
         for i, (n, r) in enumerate(zip(noises, self.conv_resolutions)):
             self.register_buffer(f"const_noise_{i}", n.detach().reshape(1, 1, r, r).clone(), persistent=False)
 
@@ -519,6 +550,35 @@ class Generator(nn.Module):
 
     # -- g --------------------------------------------------------------------------------------
 
+    def _check_inputs(self, styles: Styles, noises: Optional[Sequence[Optional[Tensor]]], start_layer: int,
+                      noise_space: str, noises_required: bool = False) -> int:
+        """The argument checks of ``synthesize`` and ``cache`` (one place, so both refuse the same
+        inputs); returns the batch size. Lengths and shapes only, no per-element work: attacks call
+        ``synthesize`` thousands of times. Noises: one per conv (``num_convs``), each None or shaped
+        as ``make_noise(batch)`` makes it, ``(batch, 1, r, r)``, or ``(1, 1, r, r)`` (broadcast over
+        the batch, like ``const_noise()``)."""
+        check_noise_space(noise_space)
+        if not 0 <= start_layer < self.num_layers:
+            raise ValueError(f"start_layer must lie in [0, {self.num_layers}) (G.num_layers={self.num_layers}), "
+                             f"got {start_layer}")
+        if len(styles.conv) != self.num_convs or len(styles.torgb) != len(self.torgbs):
+            raise ValueError(f"need {self.num_convs} conv styles and {len(self.torgbs)} ToRGB styles, got "
+                             f"{len(styles.conv)} and {len(styles.torgb)}")
+        batch = styles.conv[0].shape[0]
+        if noises is None:
+            if noises_required:
+                raise ValueError(f"need {self.num_convs} noises (one per conv; G.make_noise(batch)), got None")
+            return batch
+        if len(noises) != self.num_convs:
+            raise ValueError(f"need {self.num_convs} noises, one per conv (G.num_convs; None entries for no noise), "
+                             f"got {len(noises)}")
+        for i, (n, r) in enumerate(zip(noises, self.conv_resolutions)):
+            if n is not None and (n.dim() != 4 or n.shape[0] not in (1, batch) or n.shape[1:] != (1, r, r)):
+                raise ValueError(f"noise {i} (layer {i}, {r}x{r}) must have shape ({batch}, 1, {r}, {r}) as "
+                                 f"G.make_noise({batch}) makes it (or (1, 1, {r}, {r}), broadcast over the batch), "
+                                 f"got {tuple(n.shape)}")
+        return batch
+
     def synthesize(self, styles: Styles, noises: Optional[Sequence[Optional[Tensor]]] = None,
                    start_layer: int = 0, cache: Optional[Cache] = None, noise_space: str = "input",
                    return_cache: bool = False):
@@ -526,7 +586,7 @@ class Generator(nn.Module):
 
         Args:
             styles: ``Styles`` from ``G.styles(w)`` (possibly perturbed; any ``requires_grad``).
-            noises: one eta per conv (``G.num_convs``), each broadcastable to (B, 1, r, r); a
+            noises: one eta per conv (``G.num_convs``), each (B, 1, r, r) or (1, 1, r, r) (broadcast); a
                 ``None`` entry = no noise in that conv; ``noises=None`` draws fresh random noise.
             noise_space: ``"input"``: eta is the unit-variance n, the layer adds ``strength * n``;
                 ``"scaled"``: eta is already ``strength * n`` and is added as is.
@@ -536,15 +596,14 @@ class Generator(nn.Module):
                 ``< start_layer`` (and ToRGBs that ran before it) are unchanged.
             return_cache: also return ``{k: (x, skip_image)}`` for every layer k run (detached).
         Gradients flow to every y and eta of the layers that are run.
+
+        Raises ValueError naming the problem for a wrong ``noise_space``, ``start_layer`` outside
+        ``[0, num_layers)``, a wrong number of styles, or a wrong number or shape of noises (see
+        ``_check_inputs``; shape checks only, nothing per element).
         """
-        if noise_space not in NOISE_SPACES:
-            raise ValueError(f"noise_space must be one of {NOISE_SPACES}, got {noise_space!r}")
-        batch = styles.conv[0].shape[0]
+        batch = self._check_inputs(styles, noises, start_layer, noise_space)
         if noises is None:
             noises = self.make_noise(batch)
-        if len(noises) != self.num_convs or len(styles.conv) != self.num_convs or len(styles.torgb) != len(self.torgbs):
-            raise ValueError(f"need {self.num_convs} conv styles, {len(self.torgbs)} ToRGB styles and "
-                             f"{self.num_convs} noises, got {len(styles.conv)}, {len(styles.torgb)} and {len(noises)}")
         if start_layer == 0:
             x, img = self.const[None], None
         else:
@@ -578,8 +637,10 @@ class Generator(nn.Module):
     def cache(self, styles: Styles, noises: Sequence[Optional[Tensor]], start_layer: int,
               noise_space: str = "input") -> Cache:
         """Run only layers ``< start_layer`` (no grad) and return ``{start_layer: (x, skip_image)}``
-        for ``synthesize(..., start_layer=start_layer, cache=...)``."""
-        x, img = self.const[None].expand(styles.conv[0].shape[0], -1, -1, -1), None
+        for ``synthesize(..., start_layer=start_layer, cache=...)``. Checks its arguments as
+        ``synthesize`` does."""
+        batch = self._check_inputs(styles, noises, start_layer, noise_space, noises_required=True)
+        x, img = self.const[None].expand(batch, -1, -1, -1), None
         x, img = self._run(styles, noises, 0, start_layer, x, img, noise_space)
         return {start_layer: (x, img)}
 
@@ -604,8 +665,12 @@ class Generator(nn.Module):
     def mean_w(self, c: Label = None, n: int = 4096, generator: Optional[torch.Generator] = None,
                chunk: int = 1024) -> Tensor:
         """Monte-Carlo average of w over ``n`` samples of z: for class ``c`` (an int -> (w_dim,); a label
-        tensor (B,) -> (B, w_dim)), or over z and uniformly drawn classes when ``c`` is None."""
-        if c is None or not self.num_classes:
+        tensor (B,) -> (B, w_dim)), or over z and uniformly drawn classes when ``c`` is None. An
+        unconditional generator refuses a ``c``."""
+        if not self.num_classes:
+            check_no_labels(c)
+            return self._mean_w(None, n, generator, chunk)
+        if c is None:
             return self._mean_w(None, n, generator, chunk)
         if isinstance(c, int):
             return self._mean_w(c, n, generator, chunk)
