@@ -23,7 +23,8 @@ This module does the same for any class-conditional generator:
    page of 9 with buttons for the labels or real/fake, each submission appended *and flushed* as
    one line of a CSV in MTurk's batch-results layout (``HITId``, ``WorkerId``, ``AssignmentId``,
    ``Input.image_url_k``, ``Answer.label_k`` / ``Answer.real_k``), so a crash loses nothing and a
-   session resumes where this worker stopped.
+   session resumes where this worker stopped. Keyboard-friendly: the page's answers can be typed
+   as one string (one key per image, ``answer_keys``) and submitted with Enter.
 4. **analyse** (``analyse``): MTurk batch-results CSVs (ours or MTurk's) → majority vote per image,
    accuracy vs ground truth overall / per kind / per class, judged-real rates per kind, Wilson 95 %
    intervals, Fleiss' κ, per-worker numbers; bad rows (missing answers, unknown image ids, invalid
@@ -47,6 +48,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from html import escape as html_escape
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -558,30 +560,100 @@ class LabellingSession:
         return len(self.done_pages()), len(self.design.pages)
 
 
+_INDEX_KEYS = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def answer_keys(design: StudyDesign) -> dict:
+    """The key a rater types for each answer in the labelling app's answer box: ``{key: option}``.
+
+    * realism: ``r`` = real, ``f`` = fake;
+    * label, when every class name is one character (the digits ``0``-``9`` of MNIST): the name;
+    * label, other class names: the class's index in ``design.class_names`` (``0``-``9``, then
+      ``a``-``z`` from the 11th class on). More than 36 classes have no keys (``{}``): use the buttons.
+
+    Keys are matched case-insensitively (they are returned lower-case)."""
+    options = list(design.options)
+    if design.experiment == "realism":
+        return {option[0]: option for option in options}
+    if all(len(option) == 1 for option in options) and len({o.lower() for o in options}) == len(options):
+        return {option.lower(): option for option in options}
+    if len(options) > len(_INDEX_KEYS):
+        return {}
+    return {_INDEX_KEYS[number]: option for number, option in enumerate(options)}
+
+
+def parse_typed_answers(text: str, keys: dict, count: int) -> tuple[list[str] | None, str]:
+    """A page's answers from the string typed in the answer box: one key per image, in page order
+    (left to right, top to bottom); spaces are ignored and keys are case-insensitive. Returns
+    ``(answers, "")``, or ``(None, message)`` naming the wrong length and/or each position whose
+    character is not a key, and the allowed keys."""
+    typed = "".join(str(text).split()).lower()
+    allowed = ", ".join(keys)
+    problems = []
+    if len(typed) != count:
+        problems.append(f"typed {len(typed)} answer{'s' * (len(typed) != 1)}, this page has {count} "
+                        f"image{'s' * (count != 1)} (one character per image, in order)")
+    wrong = [f"position {k} ({char!r})" for k, char in enumerate(typed, start=1) if char not in keys]
+    if wrong:
+        problems.append(f"not an answer at {', '.join(wrong)}")
+    if problems:
+        return None, "; ".join(problems) + f". Allowed characters: {allowed}."
+    return [keys[char] for char in typed], ""
+
+
 def labelling_app(study: StudyDesign | str | os.PathLike, results_path: str | os.PathLike, worker_id: str,
                   image_width: int = 96):
     """An ipywidgets app for one rater: a page of 9 images, a row of buttons under each (the class
     names, or real / fake), *Submit* once every image has an answer. Each submission is one line of
-    ``results_path`` (MTurk's layout), written at once; rerun with the same file to resume."""
+    ``results_path`` (MTurk's layout), written at once; rerun with the same file to resume.
+
+    Keyboard path (ipywidgets has no key events): the first focusable element is an answer box;
+    type the page's answers in order as one string, one character per image (see ``answer_keys``:
+    the digits for digit classes, otherwise the class index; ``r`` / ``f`` for real / fake), and
+    press Enter. A valid string sets the buttons and submits the page exactly as *Submit* does; a
+    wrong length or character shows a message naming it in the status line and submits nothing.
+
+    The app is ``VBox([status, VBox([instructions, answer box]), grid of images, Submit])``."""
     import ipywidgets as widgets
 
     session = LabellingSession(study, results_path, worker_id)
     design = session.design
+    keys = answer_keys(design)
     status = widgets.HTML()
     grid = widgets.GridBox(layout=widgets.Layout(grid_template_columns=f"repeat(3, {image_width + 260}px)"))
     submit = widgets.Button(description="Submit page", button_style="primary", disabled=True)
-    state = {"page": None, "buttons": [], "started": time.time()}
+    if design.experiment == "realism":
+        legend = "<b>r</b> = real, <b>f</b> = fake"
+    elif keys and all(key == option.lower() for key, option in keys.items()):
+        legend = "the " + ("digit" if set(design.options) <= set(DIGITS) else "class") + " itself"
+    else:
+        legend = ", ".join(f"<b>{key}</b> = {html_escape(option)}" for key, option in keys.items())
+    instructions = widgets.HTML(
+        f"Keyboard: type one character per image, in order (left to right, top to bottom), then press "
+        f"Enter: {legend}. Or use the buttons." if keys else
+        "Too many classes for one key each: use the buttons.")
+    typed = widgets.Text(value="", placeholder="answers for this page, then Enter", description="Answers",
+                         continuous_update=False, disabled=not keys)
+    state = {"page": None, "buttons": [], "started": time.time(), "header": "", "clearing": False}
 
     def refresh_submit(_=None):
         submit.disabled = any(b.value is None for b in state["buttons"])
+
+    def clear_typed():
+        state["clearing"] = True
+        try:
+            typed.value = ""
+        finally:
+            state["clearing"] = False
 
     def show_page():
         page = session.next_page()
         state["page"], state["started"] = page, time.time()
         done, total = session.progress()
+        clear_typed()
         if page is None:
             grid.children, state["buttons"] = (), []
-            submit.disabled = True
+            submit.disabled = typed.disabled = True
             status.value = f"<b>{session.worker_id}</b>: all done ({done} pages). Thank you! Answers: {results_path}"
             return
         cells, buttons = [], []
@@ -593,16 +665,31 @@ def labelling_app(study: StudyDesign | str | os.PathLike, results_path: str | os
             cells.append(widgets.VBox([widgets.Image(value=data, format="png", width=image_width), choice]))
         grid.children, state["buttons"] = tuple(cells), buttons
         refresh_submit()
-        status.value = (f"<b>{session.worker_id}</b> · page {page} · {done} of {total} pages done · "
-                        + ("which digit is it?" if design.experiment == "label" else "real or fake?"))
+        state["header"] = (f"<b>{session.worker_id}</b> · page {page} · {done} of {total} pages done · "
+                           + ("which digit is it?" if design.experiment == "label" else "real or fake?"))
+        status.value = state["header"]
 
     def on_submit(_):
         session.submit(state["page"], [b.value for b in state["buttons"]], accept_time=state["started"])
         show_page()
 
+    def on_typed(change):
+        """Enter (or leaving the box) with a new string: fill the buttons, then submit as the button does."""
+        if state["clearing"] or state["page"] is None or not change["new"].strip():
+            return
+        answers, problem = parse_typed_answers(change["new"], keys, len(state["buttons"]))
+        if answers is None:
+            status.value = (state["header"] + '<br><span style="color:#b00020"><b>Not submitted:</b> '
+                            + html_escape(problem) + "</span>")
+            return
+        for button, answer in zip(state["buttons"], answers):
+            button.value = answer
+        submit.click()
+
     submit.on_click(on_submit)
+    typed.observe(on_typed, names="value")
     show_page()
-    return widgets.VBox([status, grid, submit])
+    return widgets.VBox([status, widgets.VBox([instructions, typed]), grid, submit])
 
 
 # =============================================================================== analysis

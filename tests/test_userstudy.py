@@ -129,7 +129,7 @@ def test_the_labelling_app_writes_one_line_per_submitted_page(realism):
     design, root = realism
     results = root / "app.csv"
     app = us.labelling_app(design, results, "erin")
-    status, grid, submit = app.children
+    status, keyboard, grid, submit = app.children
     assert len(grid.children) == 9 and submit.disabled
     for cell in grid.children:
         cell.children[1].value = "fake"
@@ -139,6 +139,96 @@ def test_the_labelling_app_writes_one_line_per_submitted_page(realism):
     assert len(rows) == 1 and rows.WorkerId[0] == "erin" and (rows.filter(like="Answer.real_") == "fake").all(axis=None)
     assert rows["Input.image_url_1"][0].startswith(BASE)
     assert "p00001" in status.value                              # the next page is shown
+
+
+def frozen_clock(monkeypatch):
+    """Submissions made at the same instant write the same line (the assignment id hashes the time)."""
+    monkeypatch.setattr(us.time, "time", lambda: 1_700_000_000.0)
+    monkeypatch.setattr(us, "_now", lambda: "2023-11-14T22:13:20Z")
+
+
+def test_typing_a_page_and_pressing_enter_writes_the_line_clicking_writes(tmp_path, monkeypatch):
+    frozen_clock(monkeypatch)
+    design = us.design_study(make_pool(kinds=("noise-adv", "style-adv")), "label", 2, seed=4)
+    page = design.pages.index[0]
+    truth = [design.manifest.class_name[i] for i in design.pages.loc[page]]
+    clicked, typed = tmp_path / "clicked.csv", tmp_path / "typed.csv"
+    mouse = us.labelling_app(design, clicked, "erin")
+    for cell, answer in zip(mouse.children[2].children, truth):
+        cell.children[1].value = answer
+    mouse.children[3].click()
+
+    app = us.labelling_app(design, typed, "erin")
+    status, keyboard, grid, submit = app.children
+    instructions, box = keyboard.children
+    assert isinstance(box, __import__("ipywidgets").Text) and not box.continuous_update and not box.disabled
+    assert "Enter" in instructions.value and page in status.value
+    box.value = " ".join(truth)                                   # type the nine digits, press Enter
+    assert typed.read_text() == clicked.read_text()               # the same line, byte for byte
+    assert len(pd.read_csv(typed, dtype=str)) == 1
+    assert design.pages.index[1] in status.value and box.value == ""   # next page, box cleared
+    assert all(cell.children[1].value is None for cell in grid.children) and submit.disabled
+
+
+def test_a_wrong_typed_page_submits_nothing_and_says_why(tmp_path):
+    design = us.design_study(make_pool(kinds=("noise-adv", "style-adv")), "label", 2, seed=4)
+    results = tmp_path / "results.csv"
+    status, keyboard, grid, submit = us.labelling_app(design, results, "erin").children
+    box = keyboard.children[1]
+    box.value = "12345678"                                        # one short
+    assert not results.exists()
+    assert "Not submitted" in status.value and "typed 8 answers, this page has 9 images" in status.value
+    assert "Allowed characters: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9" in status.value
+    box.value = "1234x678y"                                       # two wrong characters
+    assert not results.exists() and "position 5 (&#x27;x&#x27;), position 9 (&#x27;y&#x27;)" in status.value
+    assert all(cell.children[1].value is None for cell in grid.children) and submit.disabled
+    box.value = "123456789"                                       # corrected: submitted
+    rows = pd.read_csv(results, dtype=str, keep_default_na=False)
+    assert len(rows) == 1 and rows.filter(like="Answer.label_").iloc[0].tolist() == list("123456789")
+    assert "Not submitted" not in status.value
+
+
+def test_the_realism_app_takes_r_and_f(realism):
+    design, root = realism
+    results = root / "typed.csv"
+    status, keyboard, grid, submit = us.labelling_app(design, results, "erin").children
+    box = keyboard.children[1]
+    assert "<b>r</b> = real" in keyboard.children[0].value
+    box.value = "rfrfr0frf"
+    assert not results.exists() and "position 6 (&#x27;0&#x27;)" in status.value and "r, f." in status.value
+    box.value = "RFrfR frfR"                                      # case and spaces do not matter
+    rows = pd.read_csv(results, dtype=str, keep_default_na=False)
+    expected = ["real", "fake", "real", "fake", "real", "fake", "real", "fake", "real"]
+    assert len(rows) == 1 and rows.filter(like="Answer.real_").iloc[0].tolist() == expected
+
+
+def test_answer_keys_are_the_digits_or_the_class_index():
+    empty = pd.DataFrame()
+    assert us.answer_keys(us.StudyDesign("label", us.DIGITS, empty, empty)) == {d: d for d in us.DIGITS}
+    assert us.answer_keys(us.StudyDesign("realism", us.DIGITS, empty, empty)) == {"r": "real", "f": "fake"}
+    names = [f"class{k}" for k in range(12)]
+    keys = us.answer_keys(us.StudyDesign("label", tuple(names), empty, empty))
+    assert list(keys) == list("0123456789ab") and list(keys.values()) == names
+    assert us.answer_keys(us.StudyDesign("label", tuple(f"c{k}" for k in range(37)), empty, empty)) == {}
+    assert us.parse_typed_answers("0 1 B", keys, 3) == (["class0", "class1", "class11"], "")
+    answers, message = us.parse_typed_answers("0c", keys, 3)
+    assert answers is None and "typed 2 answers, this page has 3 images" in message
+    assert "position 2 ('c')" in message and "0, 1, 2, 3, 4, 5, 6, 7, 8, 9, a, b" in message
+
+
+def test_typed_class_indices_fill_the_buttons_with_the_class_names(tmp_path):
+    names = ("airplane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+    design = us.design_study(make_pool(per_class=1, kinds=("noise-adv",)), "label", 1, class_names=names, seed=0)
+    results = tmp_path / "results.csv"
+    status, keyboard, grid, submit = us.labelling_app(design, results, "erin").children
+    assert "<b>3</b> = cat" in keyboard.children[0].value
+    truth = [design.manifest.label[i] for i in design.pages.loc["p00000"]]
+    keyboard.children[1].value = "".join(str(label) for label in truth)
+    rows = pd.read_csv(results, dtype=str, keep_default_na=False)
+    assert rows.filter(like="Answer.label_").iloc[0].tolist() == [names[label] for label in truth]
+    # the short last page (1 image) wants one character
+    keyboard.children[1].value = "33"
+    assert len(pd.read_csv(results)) == 1 and "this page has 1 image " in status.value
 
 
 def write_mturk_batch(path, design, rows):
