@@ -5,7 +5,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CANONICAL, LARGE_STEP = "default-1c13cab7a5", "default-36b5f055ae"
-GENERATORS = "default-ca7bb2e7c2"
+GENERATORS = "default-2cd7583a0f"
 
 
 def _numbers(run, chapter="07_segmentation_detection"):
@@ -81,3 +81,49 @@ def test_the_generator_quality_miss_is_quoted_from_chapter_01():
     assert f"$\\psi = 0.8$ on at least {100 * min(by_psi['0.8'].values()):.1f} %" in text
     assert f"per-class recall (lowest {min(numbers['quality.recall'].values()):.2f}" in text
     assert f"({numbers['quality.frechet_ratio']:.1f}× the real-vs-real floor" in text
+
+
+ATTACKS = "default-ddab3c6490"
+
+
+def test_the_step_size_trade_off_and_the_noise_grid_edge_are_quoted_from_chapter_02():
+    numbers, text = _numbers(ATTACKS, "02_latent_attacks"), _deviations()
+    assert ATTACKS in text
+    search = {(row["moves"], row["eps"] if row["moves"] == "style" else row["delta"]): row
+              for row in numbers["step_sizes.search"] + numbers["step_sizes.noise.beyond_grid"]}
+
+    def pct(value):
+        return f"{100 * value:.1f} %"
+
+    chosen = search[("style", numbers["step_sizes.eps"])]
+    assert f"ε = {numbers['step_sizes.eps']:g}, style-only attacks fool F on {pct(chosen['success_rate'])}" in text
+    assert f"({pct(numbers['attack.style.success_rate'])} of the chapter's {numbers['attack.valid_samples']:,} headline" in text
+    assert f"keep the class on {pct(chosen['preservation'])} of those" in text
+    for eps in (0.08, 0.16):
+        row = search[("style", eps)]
+        assert f"ε = {eps:g} fools {pct(row['success_rate'])[:-2]}" in text and f"keeps {pct(row['preservation'])}" in text
+        assert row["success_rate"] >= 0.95 and row["preservation"] < chosen["preservation"]
+    assert not numbers["targets.style_success_at_least_95"]
+    # the noise grid's edge: the choice is its largest candidate, and a wider grid picks another
+    delta = numbers["step_sizes.delta"]
+    assert delta == max(row["delta"] for row in numbers["step_sizes.search"] if row["moves"] == "noise")
+    edge = search[("noise", delta)]
+    assert f"δ = {delta:g}, is the one the rule chose ({pct(edge['success_rate'])} success, {pct(edge['preservation'])} kept)" in text
+    for row in numbers["step_sizes.noise.beyond_grid"]:
+        assert f"δ = {row['delta']:g} fools {pct(row['success_rate'])[:-2]} % and keeps {pct(row['preservation'])}" in text
+    assert f"A grid that included them would choose δ = {numbers['step_sizes.noise.wider_grid_choice']:g}" in text
+    assert numbers["step_sizes.noise.wider_grid_choice"] != delta
+    assert f"fools F on {pct(numbers['attack.noise.success_rate'])}" in text
+    wider = search[("noise", numbers["step_sizes.noise.wider_grid_choice"])]
+    assert f"({100 * wider['preservation']:.0f} % against {100 * chosen['preservation']:.0f} % for the chosen ε)" in text
+    # ten steps of the wider choice move a noise value by 10 x delta
+    assert f"ten steps of {numbers['step_sizes.noise.wider_grid_choice']:g} can move a noise value by " \
+           f"{10 * numbers['step_sizes.noise.wider_grid_choice']:g}" in text
+
+
+def test_the_noise_and_style_pixel_change_is_quoted_from_chapter_01():
+    numbers, text = _numbers(GENERATORS, "01_generators"), _deviations()
+    noise, style = numbers["noise.pixel_std"]["all"], numbers["style.pixel_std"]["all"]
+    assert (f"redrawing every noise image changes a pixel by {noise:.2g} on average (standard deviation, pixels in "
+            f"[0, 1]), against {style:.2g} for redrawing every style") in text
+    assert style > 50 * noise

@@ -70,3 +70,24 @@ def test_without_oracles_the_rule_keeps_the_median_range_and_says_preservation_i
 def test_geometric_grid():
     assert step_sizes.geometric_grid(0.01, 1.0, 3) == [0.01, 0.1, 1.0]
     assert step_sizes.geometric_grid(0.5, 2.0, 1) == [0.5]
+
+
+def test_beyond_the_edge_scores_larger_steps_only_when_the_choice_is_the_largest(monkeypatch):
+    calls = []
+
+    def fake_score(G, classifier, oracles, candidates, moves, samples, seed, max_iters=10, progress=True):
+        calls.append((candidates, moves, samples, seed))
+        return pd.DataFrame([{"moves": moves, "eps": e, "delta": d} for e, d in candidates])
+
+    monkeypatch.setattr(step_sizes, "score_step_sizes", fake_score)
+    table = pd.DataFrame([{"moves": "noise", "eps": 0.0, "delta": d} for d in (0.8, 1.6, 3.2)]
+                         + [{"moves": "style", "eps": e, "delta": 0.0} for e in (0.02, 0.04, 0.08)])
+    inside = step_sizes.beyond_the_edge(None, None, {}, table, table.iloc[4], "style", 300, seed=10)
+    assert inside.empty and not calls
+    edge = step_sizes.beyond_the_edge(None, None, {}, table, table.iloc[2], "noise", 300, seed=10)
+    assert calls == [([(0.0, 6.4), (0.0, 12.8)], "noise", 300, 10)]   # the grid's own latents
+    assert list(edge.delta) == [6.4, 12.8]
+    step_sizes.beyond_the_edge(None, None, {}, table, table.iloc[5], "style", 300, seed=10, factors=(2.0,))
+    assert calls[-1][0] == [(0.16, 0.0)]
+    with pytest.raises(ValueError, match="moves must be 'style' or 'noise'"):
+        step_sizes.beyond_the_edge(None, None, {}, table, table.iloc[2], "both", 300, seed=10)

@@ -58,19 +58,21 @@ def test_chapter_classifier_loads_a_user_state_dict_or_names_what_is_missing(tmp
 
 @pytest.mark.notebooks
 def test_chapter_02_runs_on_the_paper_profile_with_user_files(tmp_path):
-    """Chapter 02 on `paper`: an unconditional RGB generator of one category (class 1 of a binary
-    classifier, like an LSUN car generator before a cars-vs-cats ResNet), no oracles, the paper's
-    step sizes; only the sizes are made small."""
+    """Chapter 02 on `paper`: an unconditional RGB generator of one category (class 1 of a 4-way
+    classifier whose classes 1 and 2 both count as the category, like an LSUN car generator before
+    an ImageNet ResNet with several car classes), no oracles, the paper's step sizes; only the
+    sizes are made small."""
     _rgb_generator(tmp_path / "generator.pt", num_classes=0)
-    _resnet18(tmp_path / "classifier.pt", 2)
+    _resnet18(tmp_path / "classifier.pt", 4)
     result = runbook.run_notebook(
         ROOT / "notebooks" / "02_latent_attacks.md", profile="paper", runs_dir=tmp_path / "runs",
         overrides={"generator": str(tmp_path / "generator.pt"), "classifier_path": str(tmp_path / "classifier.pt"),
-                   "classifier_arch": "resnet18", "num_classes": 2, "generator_class": 1,
-                   "samples": 12, "figure_count": 2, "device": "cpu"})
+                   "classifier_arch": "resnet18", "num_classes": 4, "generator_class": 1, "category_classes": "1,2",
+                   "samples": 12, "figure_count": 2, "targeted_samples": 6, "device": "cpu"})
     assert result["status"] == "ok", result.get("error")
     numbers = result["numbers"]
     assert result["parameters"]["eps"] == 0.004 and result["parameters"]["delta"] == 0.2
+    assert numbers["attack.category_classes"] == [1, 2]
     assert any(key.startswith("headline") or "success" in key for key in numbers), sorted(numbers)[:20]
     saved = json.loads(next((tmp_path / "runs").rglob("results.json")).read_text())
     assert saved["profile"] == "paper"

@@ -11,9 +11,12 @@ A generated image is ``x = g(y, η)``; the attack moves the generator's **style 
 
 * targeted (eq. 3–4), the same toward a target class ``T ≠ c``.
 
-Rules (``book/method.md``): the correct label of a generated image is its conditioning class c;
-a non-targeted attack succeeds when ``argmax F ≠ c``, a targeted one when ``argmax F = T``; samples
-that F already misclassifies at t = 0 are left out of every statistic (their rate is reported).
+Rules (``book/method.md``): the correct label of a generated image is its generator's conditioning
+class c (LSUN: the per-category generator's category; the ``paper`` profile with an ImageNet
+classifier: the *grouped* set of classes, e.g. all car classes — ``label_groups``); a non-targeted
+attack succeeds when ``argmax F`` leaves the correct set (``≠ c`` without groups), a targeted one
+when ``argmax F = T``; samples that F already misclassifies at t = 0 are left out of every
+statistic (their rate is reported).
 Each sample leaves the batch as soon as it is fooled — no compute is spent on it afterwards — or
 after ``max_iters`` steps. There is no norm bound on the image: only the number of steps bounds how
 far the latents move, as in the paper; the result reports how large the image change is.
@@ -25,15 +28,22 @@ from __future__ import annotations
 
 import math
 
+import operator
+
+from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 MOVES = ("style", "noise", "both")
+
+#: ``label_groups``: ``{group name: class indices}`` (like ``robustness.group_classes``' ``class_groups``,
+#: with F's class indices for the folder names) or a list of class-index collections.
+LabelGroups = Union[Mapping, Sequence]
 
 # The paper's step sizes (ε for styles, δ for noise), §3.1 / §4: the `paper` profile's defaults.
 PAPER_STEP_SIZES = {
@@ -133,11 +143,77 @@ def _select(G, layers: Sequence[int] | None, moves: str, include_torgb: bool, nu
     return style_conv, style_torgb, noise, min(starts)
 
 
+def _parse_label_groups(label_groups) -> list[tuple[str, list[int]]]:
+    """``label_groups`` as ``[(group name, [class indices])]``, checked for shape only (the class
+    range is checked against F's output size on the first forward, see ``_group_ids``)."""
+    if isinstance(label_groups, Tensor) or isinstance(label_groups, (str, bytes)):
+        raise TypeError("label_groups must be {group name: [class indices]} or a list of class-index collections, "
+                        f"not a {type(label_groups).__name__}")
+    if isinstance(label_groups, Mapping):
+        named = [(str(name), members) for name, members in label_groups.items()]
+    elif isinstance(label_groups, Iterable):
+        named = [(f"#{number}", members) for number, members in enumerate(label_groups)]
+    else:
+        raise TypeError(f"label_groups must be {{group name: [class indices]}} or a list of class-index collections, "
+                        f"got {label_groups!r}")
+    if not named:
+        raise ValueError("label_groups is empty: give {group name: [class indices]} (or None for no groups)")
+    groups, owner = [], {}
+    for name, members in named:
+        if isinstance(members, (str, bytes)) or not isinstance(members, Iterable):
+            raise TypeError(f"label_groups: group {name} must be a collection of class indices, got {members!r} "
+                            "(one group of classes 1, 2, 3 is [[1, 2, 3]], not [1, 2, 3])")
+        try:
+            indices = [operator.index(k) for k in members]
+        except TypeError:
+            raise TypeError(f"label_groups: group {name} must hold integer class indices, got {members!r}") from None
+        if not indices:
+            raise ValueError(f"label_groups: group {name} lists no classes")
+        for k in indices:
+            if k < 0:
+                raise ValueError(f"label_groups: group {name} names class {k}; classes are indices >= 0")
+            if owner.get(k, name) != name:
+                raise ValueError(f"label_groups: class {k} is in two groups, {owner[k]} and {name}")
+            owner[k] = name
+        groups.append((name, sorted(set(indices))))
+    return groups
+
+
+def _group_ids(groups: list[tuple[str, list[int]]], num_classes: int, device) -> Tensor:
+    """(num_classes,) group id of every class of F: a listed group's classes share one id; a class
+    in no group is a group of its own (its correct set is just itself, as without groups)."""
+    group_of = torch.arange(num_classes, device=device)
+    for number, (name, members) in enumerate(groups):
+        outside = [k for k in members if k >= num_classes]
+        if outside:
+            raise ValueError(f"label_groups: group {name} names classes {outside}, but F outputs {num_classes} "
+                             f"logits (classes 0..{num_classes - 1})")
+        group_of[torch.tensor(members, device=device)] = num_classes + number
+    return group_of
+
+
+def _out_of_range(values: Tensor, num_classes: int) -> list[int]:
+    """The distinct entries of ``values`` that are not classes of F (0..num_classes-1); one host sync."""
+    bad = (values < 0) | (values >= num_classes)
+    return sorted(set(values[bad].tolist())) if bool(bad.any()) else []
+
+
 def latent_attack(G, classifier: nn.Module, styles, noises: list, labels: Tensor, *, eps: float, delta: float,
                   moves: str = "both", layers: Sequence[int] | None = None, target: int | Tensor | None = None,
                   max_iters: int = 10, include_torgb: bool = False, noise_space: str = "input",
-                  use_cache: bool = True) -> LatentAttackResult:
+                  use_cache: bool = True, label_groups: LabelGroups | None = None) -> LatentAttackResult:
     """Run eq. 1–2 (``target=None``) or eq. 3–4 (``target`` = T) on a batch of latents.
+
+    The rule (issue text, ``book/method.md``): "The correct label of a generated image is its
+    generator's conditioning class c (LSUN: the per-category generator; ``paper`` profile with an
+    ImageNet classifier: the grouped set of classes, e.g. all car classes)". Without
+    ``label_groups`` the correct set of a sample is ``{c}``; with it, every class of c's group. Then:
+
+    * a sample whose clean image F puts outside its correct set (t = 0) is left out (``valid``);
+    * non-targeted (eq. 1–2): ll is the least-likely class *outside* the correct set at t = 0,
+      held fixed; success = ``argmax F`` outside the correct set (a switch between two car
+      classes is not a success);
+    * targeted (eq. 3–4): success = ``argmax F == T``; T must lie outside the correct set.
 
     Args:
         G: a ``gatlib.generators.stylegan2.Generator``.
@@ -152,6 +228,17 @@ def latent_attack(G, classifier: nn.Module, styles, noises: list, labels: Tensor
         include_torgb: also move the ToRGB styles of the chosen layers.
         noise_space: ``"input"`` (η ~ N(0, 1), the paper's δ applies) or ``"scaled"``.
         use_cache: re-render only from the first moved layer on (same images, less compute).
+        label_groups: classes of F that count as one correct label, e.g. ImageNet car and cat
+            classes (torchvision's indices; which ones count as "car" is the caller's choice):
+            ``{"car": [407, 436, 468, 511, 609, 627, 656, 661, 717, 751, 817], "cat": [281, 282,
+            283, 284, 285]}`` — the shape of ``robustness.group_classes``' ``class_groups`` (Table 3),
+            with F's class indices in place of folder names — or a list of index collections
+            (``[{...}, {...}]``). A class in no group stays a group of its own; a class in two groups
+            is an error. None (default): every class is its own group, the attack is unchanged.
+
+    Errors name the problem: labels, a target or a group class outside F's classes (F's output
+    size, read on the first forward); a zero step (``eps``/``delta``) for a variable that moves;
+    ``noises`` not one per conv; a target inside its sample's correct set.
     """
     if moves not in MOVES:
         raise ValueError(f"moves must be one of {MOVES}, got {moves!r}")
@@ -161,13 +248,30 @@ def latent_attack(G, classifier: nn.Module, styles, noises: list, labels: Tensor
         raise ValueError(f"eps (the style step) must be a finite number >= 0, got {eps}")
     if not (math.isfinite(delta) and delta >= 0):
         raise ValueError(f"delta (the noise step) must be a finite number >= 0, got {delta}")
+    groups = _parse_label_groups(label_groups) if label_groups is not None else None
     labels = labels.long().to(styles.conv[0].device)
     batch = len(labels)
     if any(len(style) != batch for style in styles.conv):
         raise ValueError(f"labels has {batch} entries but the styles hold {len(styles.conv[0])} samples")
     if not all(torch.isfinite(style).all() for style in styles.conv):
         raise ValueError("styles contain NaN or infinite values (is the mapping network broken?)")
+    num_convs = getattr(G, "num_convs", len(styles.conv))
+    if len(noises) != num_convs:
+        raise ValueError(f"noises has {len(noises)} entries but G has {num_convs} convs: give one η per conv "
+                         "(G.make_noise(batch)), None for a conv without noise")
+    for index, noise in enumerate(noises):
+        if noise is not None and noise.shape[0] not in (1, batch):
+            raise ValueError(f"noises[{index}] holds {noise.shape[0]} samples; need {batch} (one per label) or 1 "
+                             "(shared by the batch)")
     style_conv, style_torgb, noise_layers, start = _select(G, layers, moves, include_torgb, len(styles.conv))
+    # a zero step for a variable that moves would silently leave it where it is
+    if (style_conv or style_torgb) and eps == 0:
+        raise ValueError(f"eps (the style step) is 0 but moves={moves!r} moves the styles of layers "
+                         f"{sorted(set(style_conv) | {G.torgb_layers[j] for j in style_torgb})}: they would never "
+                         "change (give eps > 0, or moves='noise')")
+    if noise_layers and delta == 0:
+        raise ValueError(f"delta (the noise step) is 0 but moves={moves!r} moves the noise of layers {noise_layers}: "
+                         "it would never change (give delta > 0, or moves='style')")
     start = start if use_cache else 0
 
     # working copies: the caller's tensors are never modified
@@ -180,6 +284,10 @@ def latent_attack(G, classifier: nn.Module, styles, noises: list, labels: Tensor
             noises[index] = noises[index].expand(batch, *noises[index].shape[1:]).clone()
 
     targeted = target is not None
+    if targeted:
+        target = torch.as_tensor(target, device=labels.device).long()
+        if target.ndim > 1 or (target.ndim == 1 and len(target) not in (1, batch)):
+            raise ValueError(f"target must be one class T or one per sample ({batch}), got shape {tuple(target.shape)}")
     with _attack_mode(G, classifier), torch.no_grad():
         cache = G.cache(styles, noises, start, noise_space=noise_space) if start > 0 else None
 
@@ -226,17 +334,56 @@ def latent_attack(G, classifier: nn.Module, styles, noises: list, labels: Tensor
             final_images[active] = current.detach()
             predictions[active.cpu()] = predicted.cpu()
             if step == 0:
-                clean = current.detach().clone()
-                valid = (predicted == labels).cpu()
+                if logits.ndim != 2 or len(logits) != batch:
+                    raise ValueError(f"F must return (batch, classes) logits; for {batch} images it returned shape "
+                                     f"{tuple(logits.shape)}")
+                num_classes = logits.shape[1]
+                bad = _out_of_range(labels, num_classes)
+                if bad:
+                    raise ValueError(f"labels {bad} are not classes of F, which outputs {num_classes} logits "
+                                     f"(classes 0..{num_classes - 1})")
                 if targeted:
-                    targets = torch.as_tensor(target, device=labels.device).long().expand(batch).clone()
-                    if (targets == labels).any():
-                        raise ValueError("a targeted attack needs T different from the label c of every sample")
+                    targets = target.expand(batch).clone()
+                    bad = _out_of_range(targets, num_classes)
+                    if bad:
+                        raise ValueError(f"target {bad} is not a class of F, which outputs {num_classes} logits "
+                                         f"(classes 0..{num_classes - 1})")
+                clean = current.detach().clone()
+                if groups is None:
+                    valid = (predicted == labels).cpu()
+                    if targeted:
+                        if (targets == labels).any():
+                            raise ValueError("a targeted attack needs T different from the label c of every sample")
+                    else:
+                        targets = logits.argmin(1).detach()   # ll, held fixed from here on
                 else:
-                    targets = logits.argmin(1).detach()   # ll, held fixed from here on
+                    group_of = _group_ids(groups, num_classes, labels.device)
+                    label_group = group_of[labels]            # the correct set of a sample: its label's group
+                    valid = (group_of[predicted] == label_group).cpu()
+                    same = group_of[None, :] == label_group[:, None]     # (batch, classes): the correct sets
+                    if targeted:
+                        if (group_of[targets] == label_group).any():
+                            raise ValueError("a targeted attack needs T outside the group of the label c of every "
+                                             "sample (label_groups): reaching a class of c's own group is no success")
+                    else:
+                        if bool(same.all(1).any()):
+                            raise ValueError("label_groups: a label's group holds every class of F, so no "
+                                             "prediction could be wrong (no non-targeted attack possible)")
+                        # ll is the least-likely class *outside* the correct set, held fixed from here on:
+                        # the plain argmin may be a class of c's own group (say the least likely of the car
+                        # classes), and descending J toward it would pull the image to a prediction that
+                        # is still correct — the attack could reach its target without fooling F. Outside
+                        # the group, "least likely" keeps the meaning of eq. 1–2 (the class farthest from
+                        # F's belief that counts as wrong); without groups it is the plain argmin.
+                        targets = logits.detach().masked_fill(same, math.inf).argmin(1)
                 rows_kept = valid.to(labels.device)      # misclassified at t = 0: left out at once
             else:
-                done = (predicted == targets[active]) if targeted else (predicted != labels[active])
+                if targeted:
+                    done = predicted == targets[active]
+                elif groups is None:
+                    done = predicted != labels[active]
+                else:
+                    done = group_of[predicted] != label_group[active]   # argmax F left the correct set
                 success[active[done].cpu()] = True
                 iterations[active[done].cpu()] = step
                 rows_kept = ~done
@@ -277,6 +424,25 @@ def latent_attack(G, classifier: nn.Module, styles, noises: list, labels: Tensor
 
 
 @torch.no_grad()
+def category_groups(category_classes: str, category: int) -> dict | None:
+    """``label_groups`` for one generator category from a chapter parameter: ``"407,436,468"`` (every
+    class of F that counts as the category, e.g. all ImageNet car classes) and ``category``, F's
+    index of the generator's category (it must be one of them). ``""`` gives None: the category's
+    class alone is correct. Returns ``{"category": {class indices}}``."""
+    text = str(category_classes).strip()
+    if not text:
+        return None
+    try:
+        members = {int(value) for value in text.split(",") if value.strip()}
+    except ValueError:
+        raise ValueError(f"category_classes must be comma-separated class indices of F, got {category_classes!r}") from None
+    if int(category) < 0:
+        raise ValueError("category_classes needs generator_class, F's index of the generator's own category")
+    if int(category) not in members:
+        raise ValueError(f"generator_class {category} is not among category_classes {sorted(members)}")
+    return {"category": members}
+
+
 def class_labels(G, count: int, generator: torch.Generator | None = None) -> Tensor:
     """The classes c of ``count`` generated samples (the labels every attack scores against).
 

@@ -68,6 +68,29 @@ def choose(table: pd.DataFrame, strict: bool = False) -> pd.Series:
     return pd.concat([best, pd.Series({"meets_preservation": False})])
 
 
+def beyond_the_edge(G, classifier, oracles: dict, table: pd.DataFrame, choice: pd.Series, moves: str, samples: int,
+                    seed: int, max_iters: int = 10, factors=(2.0, 4.0), progress: bool = True) -> pd.DataFrame:
+    """Scores past the top of the grid when ``choice`` is its largest candidate.
+
+    A choice on the grid's edge only says that the rule preferred the largest step it was shown; a
+    larger one might score higher still. This scores ``choice × factor`` for each of ``factors`` with
+    :func:`score_step_sizes` (same ``samples`` and ``seed``, so the same latents as the grid) and
+    returns those rows; an empty frame when the choice lies inside the grid. ``choose`` on the grid
+    plus these rows says what a wider grid would pick."""
+    column = {"style": "eps", "noise": "delta"}.get(moves)
+    if column is None:
+        raise ValueError(f"beyond_the_edge scores one variable at a time: moves must be 'style' or 'noise', got {moves!r}")
+    candidates = table[table.moves == moves][column]
+    if candidates.empty:
+        raise ValueError(f"the table has no {moves!r} rows")
+    if float(choice[column]) < float(candidates.max()):
+        return table.iloc[:0]
+    values = [float(f"{float(choice[column]) * factor:.6g}") for factor in factors]
+    steps = [(value, 0.0) if moves == "style" else (0.0, value) for value in values]
+    return score_step_sizes(G, classifier, oracles, steps, moves, samples, seed=seed, max_iters=max_iters,
+                            progress=progress)
+
+
 def geometric_grid(low: float, high: float, count: int) -> list[float]:
     """``count`` values from ``low`` to ``high``, evenly spaced on a log scale (rounded to 3 significant digits)."""
     if count == 1:
