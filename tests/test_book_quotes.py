@@ -127,3 +127,36 @@ def test_the_noise_and_style_pixel_change_is_quoted_from_chapter_01():
     assert (f"redrawing every noise image changes a pixel by {noise:.2g} on average (standard deviation, pixels in "
             f"[0, 1]), against {style:.2g} for redrawing every style") in text
     assert style > 50 * noise
+
+
+REALISM = "default-60626d1372"
+
+
+def test_the_realism_claims_are_quoted_from_chapter_09():
+    numbers, text = _numbers(REALISM, "09_realism"), _deviations()
+    assert REALISM in text
+    c2st = [numbers[f"realism.c2st.{kind}.accuracy"] for kind in ("noise-adv", "style-adv", "song-adv")]
+    assert "with {:.1f} %, {:.1f} % and {:.1f} % held-out accuracy, and the intervals overlap".format(
+        *(100 * value for value in c2st)) in text
+    c2st_rows = [row for row in numbers["realism.closer_to_real"] if row["measure"].startswith("two-sample")]
+    assert c2st_rows and all(row["closer"] == "intervals overlap" for row in c2st_rows)
+    ratio = {kind: numbers[f"realism.frechet_ratio.{kind}"] for kind in ("noise-adv", "style-adv", "song-adv", "generated")}
+    assert f"at a common {numbers['realism.frechet_count']} images per set" in text
+    assert (f"the Fréchet distance is {ratio['noise-adv']:.1f}× its real-vs-real floor for noise-based images, "
+            f"{ratio['style-adv']:.1f}× for style-based ones and {ratio['song-adv']:.1f}× for Song et al.'s "
+            f"(unperturbed generated digits: {ratio['generated']:.1f}×)") in text
+    kid = {kind: numbers[f"realism.kid.{kind}"] for kind in ("noise-adv", "style-adv", "song-adv")}
+    assert kid["noise-adv"] < min(kid["style-adv"], kid["song-adv"])
+    assert f"level ({kid['style-adv']:.1f} and {kid['song-adv']:.1f})" in text
+    shares = [numbers[f"realism.real_neighbour_share.{kind}"] for kind in ("noise-adv", "style-adv", "song-adv")]
+    assert all(0.04 <= share < 0.06 for share in shares) and "4–5 % of every adversarial kind's neighbours" in text
+    control = numbers["realism.finetune.control.clean_accuracy"]
+    song = 100 * (numbers["realism.finetune.song.clean_accuracy"] - control)
+    gat = 100 * (numbers["realism.finetune.gat.clean_accuracy"] - control)
+    assert (f"Song et al.'s images cost {-song:.2f} points of clean accuracy and GAT's {-gat:.2f}") in text
+    assert numbers["realism.finetune.verdict"].startswith("no verdict")
+    assert f"after {numbers['realism.finetune.steps']} fine-tuning steps" in text
+    old = _numbers("default-80fbbbe8ea", "09_realism")   # the class-mixed comparison, kept as the record of it
+    assert f"at {old['realism.frechet_ratio.song-adv']:.1f}× the floor (run `default-80fbbbe8ea`)" in text
+    assert old["realism.frechet_ratio.song-adv"] < min(old["realism.frechet_ratio.noise-adv"],
+                                                       old["realism.frechet_ratio.style-adv"])

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gatlib import training
-from gatlib.attacks.song import SongMode, register_song_mode, soft_box_penalty, song_attack
+from gatlib.attacks.song import DEFAULTS, SongMode, register_song_mode, soft_box_penalty, song_attack
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -35,6 +35,16 @@ def linear_classifier(G, seed, steps=60):
 @pytest.fixture(scope="module")
 def models(G):
     return linear_classifier(G, 1), linear_classifier(G, 2)
+
+
+def test_defaults_are_song_et_al_s_values():
+    """Song et al. (2018): λ1 = λ2 = 100, ε_z = 0.1, Adam with learning rate 0.01. Chapter 09 departs
+    from λ2 and the learning rate on purpose and checks these values beside its own."""
+    assert DEFAULTS == {"lambda_box": 100.0, "lambda_aux": 100.0, "z_eps": 0.1, "lr": 0.01}
+    import inspect
+
+    signature = inspect.signature(song_attack).parameters
+    assert {name: signature[name].default for name in DEFAULTS} == DEFAULTS   # song_attack uses them
 
 
 def test_soft_box_is_zero_inside_the_box_and_linear_outside():
