@@ -145,6 +145,10 @@ def test_latent_attack_moves_only_the_selected_layers(latent_setup, data, moves,
         with pytest.raises(ValueError, match="nothing to move"):
             latent_attack(G, F, styles, noises, labels, **kwargs)
         return
+    if ((moving_styles or moving_torgb) and eps == 0) or (moving_noises and delta == 0):
+        with pytest.raises(ValueError, match="is 0 but"):   # a zero step on what moves would never change it
+            latent_attack(G, F, styles, noises, labels, **kwargs)
+        return
     before = [s.clone() for s in styles.conv + styles.torgb] + [n.clone() for n in noises]
     result = latent_attack(G, F, styles, noises, labels, **kwargs)
 
