@@ -27,9 +27,7 @@ computed once (``G.cache``) and every iteration re-renders from layer ``k`` (``s
 from __future__ import annotations
 
 import math
-
 import operator
-
 from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -204,9 +202,9 @@ def latent_attack(G, classifier: nn.Module, styles, noises: list, labels: Tensor
                   use_cache: bool = True, label_groups: LabelGroups | None = None) -> LatentAttackResult:
     """Run eq. 1–2 (``target=None``) or eq. 3–4 (``target`` = T) on a batch of latents.
 
-    The rule (issue text, ``book/method.md``): "The correct label of a generated image is its
-    generator's conditioning class c (LSUN: the per-category generator; ``paper`` profile with an
-    ImageNet classifier: the grouped set of classes, e.g. all car classes)". Without
+    The rule (``book/method.md``, "Rules this book fixes"): the correct label of a generated image is
+    its generator's conditioning class c (LSUN: the per-category generator's category; with an
+    ImageNet classifier: the grouped set of classes, e.g. all car classes). Without
     ``label_groups`` the correct set of a sample is ``{c}``; with it, every class of c's group. Then:
 
     * a sample whose clean image F puts outside its correct set (t = 0) is left out (``valid``);
@@ -423,7 +421,6 @@ def latent_attack(G, classifier: nn.Module, styles, noises: list, labels: Tensor
         max_iters=max_iters)
 
 
-@torch.no_grad()
 def category_groups(category_classes: str, category: int) -> dict | None:
     """``label_groups`` for one generator category from a chapter parameter: ``"407,436,468"`` (every
     class of F that counts as the category, e.g. all ImageNet car classes) and ``category``, F's
@@ -443,6 +440,7 @@ def category_groups(category_classes: str, category: int) -> dict | None:
     return {"category": members}
 
 
+@torch.no_grad()
 def class_labels(G, count: int, generator: torch.Generator | None = None) -> Tensor:
     """The classes c of ``count`` generated samples (the labels every attack scores against).
 
