@@ -162,3 +162,39 @@ def test_chapter_04_trains_table_1_on_the_paper_profile(tmp_path):
     assert {"table1.original.clean", "table1.gat.adversarial", "table1.control_real.transfer"} <= set(numbers)
     saved = sorted(p.name for p in (tmp_path / "models").glob("*.pt"))
     assert saved == ["control-generated-s0.pt", "control-real-s0.pt", "gat-s0.pt", "original-s0.pt"]
+
+
+@pytest.mark.notebooks
+def test_chapter_01_runs_on_the_paper_profile_with_a_rosinality_checkpoint(tmp_path):
+    """Chapter 01 on `paper` with the file a user of the paper's setup brings: an unconditional RGB
+    StyleGAN2 in rosinality's converted format (``g_ema`` + ``latent_avg``, as convert_weight.py
+    writes it), made by test_checkpoints' port of rosinality's model; the paper's truncation 0.7 and
+    no quality numbers (they need digit classifiers); only the sizes are small."""
+    from test_checkpoints import _rosinality_model   # tests/ is on sys.path (rootdir-relative imports)
+
+    ref = _rosinality_model(seed=5, size=32)
+    path = tmp_path / "stylegan2-lsun-car.pt"
+    torch.save({"g_ema": ref.state_dict(), "latent_avg": torch.randn(16)}, path)
+    result = runbook.run_notebook(
+        ROOT / "notebooks" / "01_generators.md", profile="paper", runs_dir=tmp_path / "runs",
+        overrides={"generator": str(path), "per_class": 2, "mix_count": 2, "noise_draws": 3, "device": "cpu"})
+    assert result["status"] == "ok", result.get("error")
+    assert result["parameters"]["truncation_psi"] == 0.7 and result["parameters"]["quality_samples"] == 0
+    numbers = result["numbers"]
+    groups = {"coarse", "middle", "fine", "all"}
+    for key in ("noise.pixel_std", "style.pixel_std"):
+        assert set(numbers[key]) == groups and all(value > 0 for value in numbers[key].values()), (key, numbers[key])
+    assert numbers["style.pixel_std"]["all"] > numbers["noise.pixel_std"]["all"]
+    assert not [key for key in numbers if key.startswith("quality.")], sorted(numbers)
+    saved = json.loads(next((tmp_path / "runs").rglob("results.json")).read_text())
+    assert saved["profile"] == "paper"
+
+
+@pytest.mark.notebooks
+def test_chapter_01_on_the_paper_profile_names_the_missing_generator(tmp_path):
+    """The paper profile leaves `generator` to the user: left empty, the run fails with the
+    chapter's own message, not a FileNotFoundError on ''."""
+    result = runbook.run_notebook(ROOT / "notebooks" / "01_generators.md", profile="paper",
+                                  runs_dir=tmp_path / "runs", overrides={"device": "cpu"})
+    assert result["status"] == "failed"
+    assert "parameter 'generator' is empty" in result["error"], result["error"]
