@@ -23,8 +23,10 @@ noise costs GAT. ``label_filter_name`` names the zoo's filter for a seed: anothe
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import time
+from pathlib import Path
 
 import torch
 
@@ -103,6 +105,14 @@ class SpadeGATMode:
         with torch.no_grad(), _attack_mode(self.G):
             return self.G(segmap, z)
 
+    def state_dict(self) -> dict:
+        """What a resumed training needs: the log (the draws come from (seed, step); the generator and
+        the filter are never trained)."""
+        return {"log": [dict(entry) for entry in self.log]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.log[:] = [dict(entry) for entry in state["log"]]
+
     def seconds_generating(self) -> float:
         return sum(entry["seconds"] for entry in self.log)
 
@@ -174,11 +184,18 @@ def label_filter_name(seed: int) -> str:
 
 def fine_tune(model, G, train_scenes, task: str, *, steps: int, batch_size: int, lr: float, weight_decay: float,
               eps: float, iterates: int, seed: int = 0, progress: bool = True, attack: bool = True,
-              label_filter=None) -> dict:
+              label_filter=None, checkpoint: str | Path | None = None,
+              checkpoint_minutes: float | None = 5.0) -> dict:
     """GAT fine-tuning of a trained segmenter or detector: exactly ``steps`` steps of the one loop
     with :class:`SpadeGATMode` (one epoch capped at ``steps``); ``attack=False`` fine-tunes the
     control on unperturbed renders instead; ``label_filter`` (a segmenter) filters the generated
-    images' labels. Returns the loop's history plus the mode's log."""
+    images' labels. Returns the loop's history plus the mode's log.
+
+    ``checkpoint``: ``train_classifier``'s checkpoint, saved within the epoch every
+    ``checkpoint_minutes`` (``None``: at its end only) and at the end; a killed run resumes from it
+    with the weights of an uninterrupted one. Pass the model the fine-tuning *started* from: the
+    checkpoint records fingerprints of it, the generator, the filter and the scenes, and another one
+    is refused with a ValueError naming the file (left in place)."""
     from .training import train_classifier
 
     if steps * batch_size > len(train_scenes):
@@ -186,12 +203,32 @@ def fine_tune(model, G, train_scenes, task: str, *, steps: int, batch_size: int,
                          f"have {len(train_scenes)}")
     mode = SpadeGATMode(G, train_scenes, task, eps=eps, iterates=iterates, seed=seed, attack=attack,
                         label_filter=label_filter)
+    tag = None
+    if checkpoint is not None:
+        tag = {"fine_tune": "spade_gat", "eps": float(eps), "iterates": int(iterates), "attack": bool(attack),
+               "model": _fingerprint(model), "generator": _fingerprint(G),
+               "label_filter": None if label_filter is None else _fingerprint(label_filter),
+               "train_scenes": _fingerprint(train_scenes.images, train_scenes.masks)}
     history = train_classifier(model, train_scenes, epochs=1, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                               seed=seed, mode=mode, max_steps=steps, progress=progress, task=task)
+                               seed=seed, mode=mode, max_steps=steps, progress=progress, task=task,
+                               checkpoint=checkpoint, checkpoint_minutes=checkpoint_minutes if checkpoint else None,
+                               checkpoint_tag=tag)
     out = {**history, "mode_log": mode.log, "seconds_generating": mode.seconds_generating()}
     if label_filter is not None:
         out["pixels_kept"] = mode.pixels_kept()
     return out
+
+
+def _fingerprint(*items) -> str:
+    """sha256 of tensors or of modules' state dicts (names, dtypes, shapes and bytes)."""
+    digest = hashlib.sha256()
+    for item in items:
+        tensors = item.state_dict().items() if isinstance(item, torch.nn.Module) else [("", item)]
+        for name, tensor in tensors:
+            tensor = tensor.detach().cpu().contiguous()
+            digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+            digest.update(memoryview(tensor.reshape(-1).view(torch.uint8).numpy()))
+    return digest.hexdigest()
 
 
 def _check_zoo_recipe(name: str, asked: dict) -> None:

@@ -473,7 +473,8 @@ def _train_scene_model(zoo_entry: ZooEntry, progress: bool) -> dict:
                             lr=recipe["lr"], weight_decay=recipe["weight_decay"], eps=recipe.get("eps", 0.0),
                             iterates=recipe.get("iterates", 1), seed=zoo_entry.seed, progress=progress,
                             attack=recipe.get("attack", True),
-                            label_filter=load(recipe["label_filter"]).eval() if "label_filter" in recipe else None)
+                            label_filter=load(recipe["label_filter"]).eval() if "label_filter" in recipe else None,
+                            checkpoint=WORK_DIR / f"{zoo_entry.name}.state.pt")
     else:
         model = _scene_model(zoo_entry.kind)
         history = train_classifier(model, train_scenes, epochs=recipe["epochs"], batch_size=recipe["batch_size"],
