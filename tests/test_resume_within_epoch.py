@@ -310,3 +310,151 @@ def test_fine_tune_killed_at_step_k_resumes_to_the_uninterrupted_weights(G, scen
             _fine_tune(checkpoint=tmp_path / "part.pt", **args)
         assert str(tmp_path / "part.pt") in str(err.value) and named in str(err.value)
         assert (tmp_path / "part.pt").read_bytes() == before
+
+
+# ------------------------------------------------------------------ a GATMode (gatlib.pool.PoolMode) resumed
+
+GAT_DATA_SIZE, GAT_RECIPE = 32, {"epochs": 2, "batch_size": 8, "lr": 1e-2, "weight_decay": 1e-4, "seed": 3,
+                                 "progress": False}
+
+
+@pytest.fixture(scope="module")
+def gat_data():
+    from gatlib.data import DigitDataset
+
+    g = torch.Generator().manual_seed(2)
+    return DigitDataset(torch.rand(GAT_DATA_SIZE, 1, 32, 32, generator=g), torch.arange(GAT_DATA_SIZE) % 10)
+
+
+def _gat_classifier():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Dropout(0.2), nn.Linear(32 * 32, 10))
+
+
+def _gat_mode(G, **kwargs):
+    from gatlib.gat import GATMode
+
+    return GATMode(G, **{"eps": 0.2, "delta": 1.0, "pool_size": 8, "chunk": 8, "refresh_every": 2, "seed": 5,
+                         **kwargs})
+
+
+def _train_gat(G, data, **kwargs):
+    model, mode = _gat_classifier(), _gat_mode(G)
+    history = training.train_classifier(model, data, mode=mode, **{**GAT_RECIPE, **kwargs})
+    return model, history, mode
+
+
+def _timeless(log):
+    return [{k: v for k, v in entry.items() if k != "seconds"} for entry in log]
+
+
+def _assert_same_gat(a, b):
+    _assert_same(a, b)
+    assert _timeless(a[2].log) == _timeless(b[2].log) and len(a[2].log) == 4   # refreshes at steps 0, 2, 4, 6
+    assert torch.equal(a[2].pool_images, b[2].pool_images) and torch.equal(a[2].pool_labels, b[2].pool_labels)
+    assert a[2]._latent_seed == b[2]._latent_seed and a[2].rng.getstate() == b[2].rng.getstate()
+
+
+@pytest.fixture(scope="module")
+def plain_gat(tiny_generator, gat_data):
+    torch.manual_seed(0)
+    return _train_gat(tiny_generator, gat_data), torch.get_rng_state()
+
+
+def _killed_at(monkeypatch, die_at):
+    from gatlib.gat import GATMode
+
+    original_call = GATMode.__call__
+
+    def dies(self, model, images, labels, step):
+        if step == die_at:
+            raise KeyboardInterrupt(f"killed at step {die_at}")
+        return original_call(self, model, images, labels, step)
+
+    monkeypatch.setattr(GATMode, "__call__", dies)
+    return lambda: monkeypatch.setattr(GATMode, "__call__", original_call)
+
+
+# 3: within epoch 1, on the pool of step 2; 4: epoch 2's first step; 5: within epoch 2, on the pool of step 4
+@pytest.mark.parametrize("die_at", [3, 4, 5])
+def test_a_gat_run_killed_within_an_epoch_resumes_to_the_uninterrupted_run(plain_gat, tiny_generator, gat_data,
+                                                                           die_at, tmp_path, monkeypatch):
+    path = tmp_path / "gat.pt"
+    revive = _killed_at(monkeypatch, die_at)
+    torch.manual_seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        _train_gat(tiny_generator, gat_data, checkpoint=path, checkpoint_minutes=0)
+    revive()
+    saved = torch.load(path, weights_only=True)   # the mode's state reads back with weights_only
+    assert (saved["epoch"] + 1) * 4 + (saved["partial"] or {}).get("step", 0) == die_at
+    assert len(saved["mode"]["log"]) == die_at // 2 + 1 - (die_at % 2 == 0)
+    assert saved["mode"]["pool_images"].shape[1:] == (1, 32, 32)
+    torch.manual_seed(4321)   # a new process: other global RNG states
+    resumed = _train_gat(tiny_generator, gat_data, checkpoint=path, checkpoint_minutes=0)
+    _assert_same_gat(plain_gat[0], resumed)
+    assert torch.equal(torch.get_rng_state(), plain_gat[1])
+
+
+def test_a_gat_run_resumes_from_its_per_epoch_checkpoint(plain_gat, tiny_generator, gat_data, tmp_path, monkeypatch):
+    """Killed within epoch 2 with per-epoch checkpoints only: epoch 2 is run again from epoch 1's end,
+    with the pool, latent seed counter, attack draws and log as they were there."""
+    path = tmp_path / "gat.pt"
+    revive = _killed_at(monkeypatch, 7)
+    torch.manual_seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        _train_gat(tiny_generator, gat_data, checkpoint=path)
+    revive()
+    saved = torch.load(path, weights_only=True)
+    assert saved["epoch"] == 0 and saved["partial"] is None and len(saved["mode"]["log"]) == 2
+    torch.manual_seed(4321)
+    resumed = _train_gat(tiny_generator, gat_data, checkpoint=path)
+    _assert_same_gat(plain_gat[0], resumed)
+
+
+def test_a_run_without_checkpoint_never_asks_the_mode_for_its_state(plain_gat, tiny_generator, gat_data,
+                                                                   monkeypatch):
+    from gatlib.gat import GATMode
+
+    def refuses(self):
+        raise AssertionError("state_dict called without a checkpoint")
+
+    monkeypatch.setattr(GATMode, "state_dict", refuses)
+    torch.manual_seed(0)
+    _assert_same_gat(plain_gat[0], _train_gat(tiny_generator, gat_data))
+
+
+def test_a_pool_state_that_does_not_fit_is_refused_and_changes_nothing(plain_gat, tiny_generator, gat_data,
+                                                                      tmp_path, monkeypatch):
+    state = plain_gat[0][2].state_dict()
+    mode = _gat_mode(tiny_generator)
+    mode.load_state_dict(state)
+    assert torch.equal(mode.pool_images, state["pool_images"]) and mode._latent_seed == state["latent_seed"]
+    before = (mode.pool_images, mode._latent_seed, list(mode.log), mode.rng.getstate())
+    kept = len(state["pool_images"])
+    bad = [({**state, "pool_images": torch.zeros(kept, 3, 32, 32)}, "examples have shape"),
+           ({**state, "pool_labels": torch.zeros(5, dtype=torch.long)}, "one label per image"),
+           ({**state, "pool_images": torch.zeros(9, 1, 32, 32), "pool_labels": torch.zeros(9, dtype=torch.long)},
+            "more than this mode's pool_size 8"),
+           ({**state, "seed": 6}, "with seed 6, this one has seed 5"),
+           ({k: v for k, v in state.items() if k != "latent_seed"}, "lacks latent_seed"),
+           ({**state, "extra": {"generators": {}}}, "random generators"),
+           ({**state, "extra": {"generators": {"rng": {"kind": "random", "state": [3, [1, 2], None]}}}},
+            "'rng' does not fit")]
+    for wrong, named in bad:
+        with pytest.raises(ValueError, match=named):
+            mode.load_state_dict(wrong)
+        assert (mode.pool_images, mode._latent_seed, list(mode.log), mode.rng.getstate()) == before
+    # through train_classifier: refused by name, the file left in place
+    path = tmp_path / "gat.pt"
+    revive = _killed_at(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        _train_gat(tiny_generator, gat_data, checkpoint=path, checkpoint_minutes=0)
+    revive()
+    saved = torch.load(path, weights_only=True)
+    saved["mode"]["pool_images"] = saved["mode"]["pool_images"][:, :, :16]
+    torch.save(saved, path)
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="does not fit this model, optimiser or mode") as err:
+        training.train_classifier(_gat_classifier(), gat_data, mode=_gat_mode(tiny_generator), checkpoint=path,
+                                  **GAT_RECIPE)
+    assert str(path) in str(err.value) and path.read_bytes() == before
